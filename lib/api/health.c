@@ -1,0 +1,91 @@
+/* GET /health: the process serves. GET /ready: it can do its job (CONTRACT.md "Operations"). */
+#include "api.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+
+struct fl_api {
+    const fl_config_t *cfg;
+    fl_db_t *db;
+    atomic_bool draining;
+};
+
+static const char health_body[] = "{\"status\":\"ok\"}";
+
+static void get_health(fl_http_req_t *req, void *arg)
+{
+    (void)arg;
+    fl_http_respond_ref(req, 200, "application/json", health_body, sizeof(health_body) - 1, NULL, NULL);
+}
+
+/* Appends a JSON string (the reasons are fleetd's own words: no escaping needed beyond quotes). */
+static size_t add_reason(char *out, size_t len, size_t cap, const char *reason)
+{
+    int n = snprintf(out + len, cap - len, "%s\"%s\"", out[len - 1] == '[' ? "" : ",", reason);
+    return n > 0 && (size_t)n < cap - len ? len + (size_t)n : len;
+}
+
+static void get_ready(fl_http_req_t *req, void *arg)
+{
+    fl_api_t *api = arg;
+    char body[512] = "{\"status\":\"not_ready\",\"reasons\":[";
+    size_t len = strlen(body);
+    size_t empty = len;
+    int wanted = fl_migrations_latest();
+
+    if (api->db == NULL || !fl_db_is_up(api->db)) {
+        len = add_reason(body, len, sizeof(body), "database unreachable");
+    } else {
+        int version = fl_db_schema_version(api->db);
+        if (version < 0) {
+            len = add_reason(body, len, sizeof(body), "schema version not read yet");
+        } else if (version < wanted) {
+            char reason[96];
+            snprintf(reason, sizeof(reason), "migrations behind: database at %d, fleetd needs %d (run fleetd migrate)", version,
+                     wanted);
+            len = add_reason(body, len, sizeof(body), reason);
+        }
+    }
+    if (atomic_load(&api->draining))
+        len = add_reason(body, len, sizeof(body), "draining");
+
+    if (len == empty) {
+        static const char ready[] = "{\"status\":\"ready\"}";
+        fl_http_respond_ref(req, 200, "application/json", ready, sizeof(ready) - 1, NULL, NULL);
+        return;
+    }
+    len += (size_t)snprintf(body + len, sizeof(body) - len, "]}");
+    fl_http_set_header(req, "Retry-After", "1");
+    fl_http_respond(req, 503, "application/json", body, len);
+}
+
+int fl_api_new(const fl_config_t *cfg, fl_db_t *db, fl_api_t **out)
+{
+    fl_api_t *api = fl_calloc(1, sizeof(*api));
+    if (api == NULL)
+        return FL_ENOMEM;
+    api->cfg = cfg;
+    api->db = db;
+    atomic_init(&api->draining, false);
+    *out = api;
+    return FL_OK;
+}
+
+void fl_api_free(fl_api_t *api)
+{
+    fl_free(api);
+}
+
+void fl_api_set_draining(fl_api_t *api)
+{
+    atomic_store(&api->draining, true);
+}
+
+int fl_api_routes(fl_api_t *api, fl_http_router_t *router)
+{
+    int rc = fl_http_router_add(router, FL_HTTP_GET, "/health", get_health, api, 0);
+    if (rc == FL_OK)
+        rc = fl_http_router_add(router, FL_HTTP_GET, "/ready", get_ready, api, 0);
+    return rc;
+}

@@ -1,0 +1,387 @@
+#include "core.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <strings.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define KIB      1024LL
+#define MIB      (1024LL * 1024)
+#define SEC      1000LL
+#define MIN      (60 * SEC)
+#define F(field) offsetof(fl_config_t, field)
+
+/* The one table of settings. Ranges are in bytes for sizes and milliseconds for durations. */
+static const fl_setting_t settings[] = {
+    {"FLEETD_CONFIG", FL_SET_STRING, NULL, 0, 0, NULL, false,
+     "Path of an optional configuration file of KEY=VALUE lines (the names below). The environment overrides it.", F(config_file)},
+    {"DATABASE_URL", FL_SET_STRING, "", 0, 0, NULL, true,
+     "PostgreSQL connection string (libpq URI or key=value conninfo). Empty: libpq's defaults (PGHOST, PGDATABASE, ...).",
+     F(database_url)},
+    {"FLEETD_LISTEN", FL_SET_STRING, "127.0.0.1:4000", 0, 0, NULL, false,
+     "Address and port the HTTP server listens on (host:port, [v6]:port). Port 0 picks a free port.", F(listen)},
+    {"FLEETD_SHARDS", FL_SET_INT, "0", 0, 256, NULL, false,
+     "Event-loop threads (shards), each with its own listening socket. 0: one per online CPU.", F(shards)},
+    {"FLEETD_MASTER_KEY", FL_SET_STRING, NULL, 0, 0, NULL, true,
+     "Key that encrypts partner secrets at rest: 64 hex characters (32 bytes).", F(master_key)},
+    {"FLEETD_MASTER_KEY_FILE", FL_SET_STRING, NULL, 0, 0, NULL, false,
+     "File holding the master key (64 hex characters), instead of FLEETD_MASTER_KEY.", F(master_key_file)},
+    {"FLEETD_LOG_LEVEL", FL_SET_ENUM, "info", 0, 0, "debug|info|warn|error", false, "Least severe log level written.",
+     F(log_level)},
+    {"FLEETD_LOG_FORMAT", FL_SET_ENUM, "auto", 0, 0, "auto|json|text", false,
+     "Log line format on stderr. auto: readable text on a terminal, JSON lines otherwise.", F(log_format)},
+    {"FLEETD_ACCESS_LOG", FL_SET_BOOL, "true", 0, 0, NULL, false, "Write one log line per HTTP request (event http.access).",
+     F(access_log)},
+    {"FLEETD_MAX_CONNECTIONS", FL_SET_INT, "10000", 1, 1000000, NULL, false,
+     "Open client connections across all shards. Past it a new connection gets 503 and is closed.", F(max_connections)},
+    {"FLEETD_MAX_HEADER_BYTES", FL_SET_BYTES, "16KiB", 1 * KIB, 1 * MIB, NULL, false,
+     "Bytes of request line and headers. Past it: 431.", F(max_header_bytes)},
+    {"FLEETD_MAX_HEADERS", FL_SET_INT, "64", 4, 1000, NULL, false, "Header fields in one request. Past it: 431.", F(max_headers)},
+    {"FLEETD_MAX_BODY_BYTES", FL_SET_BYTES, "1MiB", 1 * KIB, 64 * MIB, NULL, false,
+     "Bytes of request body (after chunked decoding). Past it: 413, refused before the body is read.", F(max_body_bytes)},
+    {"FLEETD_HEADER_TIMEOUT", FL_SET_DURATION, "10s", 100, 5 * MIN, NULL, false,
+     "Absolute deadline for the request line and headers, counted from their first byte. Past it: 408 and close.",
+     F(header_timeout_ms)},
+    {"FLEETD_BODY_TIMEOUT", FL_SET_DURATION, "30s", 100, 10 * MIN, NULL, false,
+     "Absolute deadline for the request body, counted from the end of the headers. Past it: 408 and close.", F(body_timeout_ms)},
+    {"FLEETD_KEEPALIVE_TIMEOUT", FL_SET_DURATION, "60s", 100, 60 * MIN, NULL, false,
+     "How long an idle keep-alive connection is kept open between requests.", F(keepalive_timeout_ms)},
+    {"FLEETD_WRITE_TIMEOUT", FL_SET_DURATION, "30s", 100, 10 * MIN, NULL, false,
+     "How long a response may wait for the client to read it before the connection is closed.", F(write_timeout_ms)},
+    {"FLEETD_DB_CONNECT_TIMEOUT", FL_SET_DURATION, "5s", 100, 5 * MIN, NULL, false,
+     "Deadline for one attempt to connect to PostgreSQL.", F(db_connect_timeout_ms)},
+    {"FLEETD_DB_RECONNECT_MIN", FL_SET_DURATION, "100ms", 10, 1 * MIN, NULL, false,
+     "First delay before reconnecting to PostgreSQL; it doubles (with jitter) after each failure.", F(db_reconnect_min_ms)},
+    {"FLEETD_DB_RECONNECT_MAX", FL_SET_DURATION, "10s", 10, 10 * MIN, NULL, false, "Longest delay between reconnection attempts.",
+     F(db_reconnect_max_ms)},
+    {"FLEETD_DB_HEALTH_INTERVAL", FL_SET_DURATION, "1s", 50, 1 * MIN, NULL, false,
+     "How often the database and the schema version are checked for /ready.", F(db_health_interval_ms)},
+    {"FLEETD_SHUTDOWN_TIMEOUT", FL_SET_DURATION, "10s", 0, 10 * MIN, NULL, false,
+     "On SIGTERM, how long requests in flight may take to finish before connections are closed.", F(shutdown_timeout_ms)},
+    {NULL, 0, NULL, 0, 0, NULL, false, NULL, 0},
+};
+
+const fl_setting_t *fl_settings(void)
+{
+    return settings;
+}
+
+static const fl_setting_t *find(const char *name)
+{
+    for (const fl_setting_t *s = settings; s->name; s++)
+        if (strcmp(s->name, name) == 0)
+            return s;
+    return NULL;
+}
+
+static int fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (err && errlen)
+        vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return FL_EINVAL;
+}
+
+/* A number with an optional unit suffix; units[] maps suffix to multiplier. */
+typedef struct {
+    const char *suffix;
+    long long mult;
+} unit_t;
+
+static const unit_t byte_units[] = {{"", 1},    {"B", 1},        {"KiB", KIB},        {"K", KIB},        {"KB", 1000}, {"MiB", MIB},
+                                    {"M", MIB}, {"MB", 1000000}, {"GiB", 1024 * MIB}, {"G", 1024 * MIB}, {NULL, 0}};
+static const unit_t duration_units[] = {{"", 1}, {"ms", 1}, {"s", SEC}, {"m", MIN}, {"min", MIN}, {"h", 60 * MIN}, {NULL, 0}};
+
+static bool parse_number(const char *text, const unit_t *units, long long *out)
+{
+    errno = 0;
+    char *end;
+    if (!isdigit((unsigned char)text[0]))
+        return false;
+    long long n = strtoll(text, &end, 10);
+    if (errno != 0)
+        return false;
+    while (*end == ' ')
+        end++;
+    for (const unit_t *u = units; u->suffix; u++) {
+        if (strcmp(end, u->suffix) == 0) {
+            if (n > LLONG_MAX / u->mult)
+                return false;
+            *out = n * u->mult;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void format_number(long long n, fl_setting_type_t type, char *out, size_t outlen)
+{
+    if (type == FL_SET_BYTES && n >= MIB && n % MIB == 0)
+        snprintf(out, outlen, "%lldMiB", n / MIB);
+    else if (type == FL_SET_BYTES && n >= KIB && n % KIB == 0)
+        snprintf(out, outlen, "%lldKiB", n / KIB);
+    else if (type == FL_SET_DURATION && n >= MIN && n % MIN == 0)
+        snprintf(out, outlen, "%lldm", n / MIN);
+    else if (type == FL_SET_DURATION && n >= SEC && n % SEC == 0)
+        snprintf(out, outlen, "%llds", n / SEC);
+    else if (type == FL_SET_DURATION)
+        snprintf(out, outlen, "%lldms", n);
+    else
+        snprintf(out, outlen, "%lld", n);
+}
+
+static int choice_index(const char *choices, const char *value)
+{
+    size_t vlen = strlen(value);
+    int index = 0;
+    for (const char *p = choices; *p;) {
+        const char *bar = strchr(p, '|');
+        size_t len = bar ? (size_t)(bar - p) : strlen(p);
+        if (len == vlen && strncasecmp(p, value, len) == 0)
+            return index;
+        index++;
+        p += len + (bar ? 1 : 0);
+    }
+    return -1;
+}
+
+static const char *choice_name(const char *choices, int index, char *out, size_t outlen)
+{
+    const char *p = choices;
+    for (int i = 0; i < index && p; i++) {
+        p = strchr(p, '|');
+        if (p)
+            p++;
+    }
+    if (p == NULL)
+        return "";
+    const char *bar = strchr(p, '|');
+    size_t len = bar ? (size_t)(bar - p) : strlen(p);
+    snprintf(out, outlen, "%.*s", (int)len, p);
+    return out;
+}
+
+int fl_config_set(fl_config_t *cfg, const char *name, const char *value, char *err, size_t errlen)
+{
+    const fl_setting_t *s = find(name);
+    if (s == NULL)
+        return fail(err, errlen, "%s: unknown setting", name);
+    char *field = (char *)cfg + s->offset;
+    char range[96];
+    long long n;
+
+    switch (s->type) {
+    case FL_SET_STRING: {
+        char **slot = (char **)field;
+        if (strcmp(name, "FLEETD_MASTER_KEY") == 0 && value[0]) {
+            size_t len = strlen(value);
+            bool hex = len == 64;
+            for (size_t i = 0; hex && i < len; i++)
+                hex = isxdigit((unsigned char)value[i]);
+            if (!hex)
+                return fail(err, errlen, "%s: must be 64 hex characters (32 bytes), got %zu characters", name, len);
+        }
+        char *copy = fl_strdup(value);
+        if (copy == NULL)
+            return fail(err, errlen, "%s: out of memory", name);
+        fl_free(*slot);
+        *slot = copy;
+        return FL_OK;
+    }
+    case FL_SET_BOOL: {
+        static const char *yes[] = {"1", "true", "yes", "on"}, *no[] = {"0", "false", "no", "off"};
+        for (size_t i = 0; i < 4; i++) {
+            if (strcasecmp(value, yes[i]) == 0 || strcasecmp(value, no[i]) == 0) {
+                *(bool *)field = strcasecmp(value, yes[i]) == 0;
+                return FL_OK;
+            }
+        }
+        return fail(err, errlen, "%s: \"%s\" is not a boolean (expected true or false)", name, value);
+    }
+    case FL_SET_ENUM: {
+        int index = choice_index(s->choices, value);
+        if (index < 0)
+            return fail(err, errlen, "%s: \"%s\" is not one of %s", name, value, s->choices);
+        *(int *)field = index;
+        return FL_OK;
+    }
+    case FL_SET_INT:
+    case FL_SET_BYTES:
+    case FL_SET_DURATION: {
+        char lo[32], hi[32];
+        format_number(s->min, s->type, lo, sizeof(lo));
+        format_number(s->max, s->type, hi, sizeof(hi));
+        snprintf(range, sizeof(range), "%s..%s", lo, hi);
+        const unit_t *units = s->type == FL_SET_BYTES      ? byte_units
+                              : s->type == FL_SET_DURATION ? duration_units
+                                                           : (const unit_t[]){{"", 1}, {NULL, 0}};
+        if (!parse_number(value, units, &n)) {
+            const char *what = s->type == FL_SET_BYTES      ? "a size (e.g. 1048576, 64KiB, 1MiB)"
+                               : s->type == FL_SET_DURATION ? "a duration (e.g. 500ms, 10s, 2m; a bare number is ms)"
+                                                            : "a whole number";
+            return fail(err, errlen, "%s: \"%s\" is not %s; allowed range %s", name, value, what, range);
+        }
+        if (n < s->min || n > s->max)
+            return fail(err, errlen, "%s: %s is out of range; allowed range %s", name, value, range);
+        if (s->type == FL_SET_BYTES && s->offset == offsetof(fl_config_t, max_body_bytes))
+            *(long *)field = (long)n;
+        else
+            *(int *)field = (int)n;
+        return FL_OK;
+    }
+    }
+    return FL_EINVAL;
+}
+
+static int load_file(fl_config_t *cfg, const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return fail(err, errlen, "FLEETD_CONFIG: cannot open %s: %s", path, strerror(errno));
+    char line[4096];
+    int lineno = 0, rc = FL_OK;
+    while (rc == FL_OK && fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *p = line;
+        while (isspace((unsigned char)*p))
+            p++;
+        size_t len = strlen(p);
+        while (len > 0 && isspace((unsigned char)p[len - 1]))
+            p[--len] = '\0';
+        if (*p == '\0' || *p == '#')
+            continue;
+        if (strncmp(p, "export ", 7) == 0)
+            p += 7;
+        char *eq = strchr(p, '=');
+        if (eq == NULL) {
+            rc = fail(err, errlen, "FLEETD_CONFIG: %s:%d: expected NAME=VALUE", path, lineno);
+            break;
+        }
+        *eq = '\0';
+        for (char *k = eq - 1; k >= p && isspace((unsigned char)*k); k--)
+            *k = '\0';
+        char *value = eq + 1;
+        while (isspace((unsigned char)*value))
+            value++;
+        len = strlen(value);
+        if (len >= 2 && (value[0] == '"' || value[0] == '\'') && value[len - 1] == value[0]) {
+            value[len - 1] = '\0';
+            value++;
+        }
+        char inner[512];
+        rc = fl_config_set(cfg, p, value, inner, sizeof(inner));
+        if (rc != FL_OK)
+            fail(err, errlen, "%s (in %s line %d)", inner, path, lineno);
+    }
+    fclose(f);
+    return rc;
+}
+
+int fl_config_load(fl_config_t *cfg, char *err, size_t errlen)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (const fl_setting_t *s = settings; s->name; s++) {
+        if (s->def == NULL)
+            continue;
+        int rc = fl_config_set(cfg, s->name, s->def, err, errlen);
+        fl_assert(rc == FL_OK); /* a bad default is a bug in the table */
+    }
+    const char *file = getenv("FLEETD_CONFIG");
+    if (file && *file) {
+        int rc = load_file(cfg, file, err, errlen);
+        if (rc != FL_OK)
+            return rc;
+    }
+    for (const fl_setting_t *s = settings; s->name; s++) {
+        const char *value = getenv(s->name);
+        if (value == NULL)
+            continue;
+        int rc = fl_config_set(cfg, s->name, value, err, errlen);
+        if (rc != FL_OK)
+            return rc;
+    }
+    return FL_OK;
+}
+
+void fl_config_free(fl_config_t *cfg)
+{
+    for (const fl_setting_t *s = settings; s->name; s++) {
+        if (s->type == FL_SET_STRING) {
+            char **slot = (char **)((char *)cfg + s->offset);
+            fl_free(*slot);
+            *slot = NULL;
+        }
+    }
+}
+
+void fl_config_format(const fl_config_t *cfg, const fl_setting_t *s, char *out, size_t outlen)
+{
+    const char *field = (const char *)cfg + s->offset;
+    char tmp[32];
+    switch (s->type) {
+    case FL_SET_STRING: {
+        const char *v = *(char *const *)field;
+        snprintf(out, outlen, "%s", v == NULL ? "" : s->secret && v[0] ? "(set)" : v);
+        break;
+    }
+    case FL_SET_BOOL:
+        snprintf(out, outlen, "%s", *(const bool *)field ? "true" : "false");
+        break;
+    case FL_SET_ENUM:
+        snprintf(out, outlen, "%s", choice_name(s->choices, *(const int *)field, tmp, sizeof(tmp)));
+        break;
+    default: {
+        long long n = s->offset == offsetof(fl_config_t, max_body_bytes) ? *(const long *)field : *(const int *)field;
+        format_number(n, s->type, out, outlen);
+    }
+    }
+}
+
+void fl_config_markdown(void *file)
+{
+    FILE *f = file;
+    static const char *type_names[] = {"string", "integer", "size", "duration", "boolean", "one of"};
+    fputs("# fleetd configuration\n\n"
+          "<!-- Generated by `fleetd config --markdown` from the settings table in lib/core/config.c;\n"
+          "     test/unit/test_config.c fails when this file and the table disagree. -->\n\n"
+          "fleetd reads its settings from, later sources winning: the defaults below, the file named by\n"
+          "`FLEETD_CONFIG` (lines of `NAME=VALUE`, `#` comments, the same format as a systemd\n"
+          "`EnvironmentFile`), then the environment. `fleetd config` prints the values in effect\n"
+          "(secrets shown as `(set)`).\n\n"
+          "Sizes take `B`, `KiB`, `MiB`, `GiB` (or a bare number of bytes); durations take `ms`, `s`, `m`, `h`\n"
+          "(a bare number is milliseconds). A value that does not parse or is out of range stops fleetd\n"
+          "with one line naming the setting, and exit status 2.\n\n"
+          "| setting | type | default | range | meaning |\n"
+          "|---|---|---|---|---|\n",
+          f);
+    for (const fl_setting_t *s = settings; s->name; s++) {
+        char def[64] = "", lo[32], hi[32], range[80] = "";
+        if (s->def)
+            snprintf(def, sizeof(def), "`%s`", s->def[0] ? s->def : "\"\"");
+        if (s->type == FL_SET_INT || s->type == FL_SET_BYTES || s->type == FL_SET_DURATION) {
+            format_number(s->min, s->type, lo, sizeof(lo));
+            format_number(s->max, s->type, hi, sizeof(hi));
+            snprintf(range, sizeof(range), "%s .. %s", lo, hi);
+        } else if (s->type == FL_SET_ENUM) {
+            /* a bare | would split the Markdown table cell */
+            size_t o = 0;
+            for (const char *c = s->choices; *c && o + 3 < sizeof(range); c++) {
+                if (*c == '|') {
+                    range[o++] = ',';
+                    range[o++] = ' ';
+                } else {
+                    range[o++] = *c;
+                }
+            }
+            range[o] = '\0';
+        }
+        fprintf(f, "| `%s` | %s | %s | %s | %s |\n", s->name, type_names[s->type], def, range, s->help);
+    }
+}
