@@ -1,4 +1,4 @@
-#include "runtime.h"
+#include "runtime_internal.h"
 
 #include <errno.h>
 #include <event2/event.h>
@@ -29,6 +29,13 @@ struct fl_shard {
     bool closed;
     int wake_fd;
     struct event *wake_ev;
+    /* actors made ready by other threads, under lock, moved to the run queue on wake-up */
+    fl_actor_t *in_head, *in_tail;
+
+    /* the run queue: owned by the shard thread */
+    fl_actor_t *runq_head, *runq_tail;
+    struct event *run_ev;
+    bool run_pending;
 };
 
 struct fl_runtime {
@@ -37,6 +44,70 @@ struct fl_runtime {
 };
 
 static _Thread_local fl_shard_t *current_shard;
+
+static void arm_run(fl_shard_t *shard)
+{
+    /* A zero timeout rather than event_active: the loop polls for I/O before the next round, so a
+     * busy run queue cannot starve the shard's connections. */
+    static const struct timeval now = {0, 0};
+    if (!shard->run_pending) {
+        shard->run_pending = true;
+        evtimer_add(shard->run_ev, &now);
+    }
+}
+
+static void runq_push(fl_shard_t *shard, fl_actor_t *actor)
+{
+    actor->next_ready = NULL;
+    if (shard->runq_tail)
+        shard->runq_tail->next_ready = actor;
+    else
+        shard->runq_head = actor;
+    shard->runq_tail = actor;
+    arm_run(shard);
+}
+
+/* One round: every actor ready at its start gets one turn of at most FL_ACTOR_BUDGET messages. */
+static void run_actors(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fl_shard_t *shard = arg;
+    shard->run_pending = false;
+    fl_actor_t *round = shard->runq_head;
+    shard->runq_head = shard->runq_tail = NULL;
+    while (round) {
+        fl_actor_t *actor = round;
+        round = actor->next_ready;
+        if (fl_actor_run_turn(actor))
+            runq_push(shard, actor); /* stays scheduled: the queue keeps its reference */
+        else
+            fl_actor_unref(actor);
+    }
+}
+
+void fl_shard_schedule(fl_shard_t *shard, fl_actor_t *actor)
+{
+    if (current_shard == shard) {
+        runq_push(shard, actor);
+        return;
+    }
+    actor->next_ready = NULL;
+    pthread_mutex_lock(&shard->lock);
+    if (shard->in_tail)
+        shard->in_tail->next_ready = actor;
+    else
+        shard->in_head = actor;
+    shard->in_tail = actor;
+    bool wake = !shard->wake_pending;
+    shard->wake_pending = true;
+    pthread_mutex_unlock(&shard->lock);
+    if (wake) {
+        uint64_t one = 1;
+        while (write(shard->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+            ;
+    }
+}
 
 static void run_tasks(evutil_socket_t fd, short what, void *arg)
 {
@@ -50,9 +121,16 @@ static void run_tasks(evutil_socket_t fd, short what, void *arg)
     pthread_mutex_lock(&shard->lock);
     task_t *list = shard->head;
     shard->head = shard->tail = NULL;
+    fl_actor_t *ready = shard->in_head;
+    shard->in_head = shard->in_tail = NULL;
     shard->wake_pending = false;
     pthread_mutex_unlock(&shard->lock);
 
+    while (ready) {
+        fl_actor_t *next = ready->next_ready;
+        runq_push(shard, ready);
+        ready = next;
+    }
     while (list) {
         task_t *next = list->next;
         list->fn(list->arg);
@@ -96,6 +174,9 @@ int fl_runtime_new(int nshards, fl_runtime_t **out)
             goto fail;
         s->wake_ev = event_new(s->base, s->wake_fd, EV_READ | EV_PERSIST, run_tasks, s);
         if (s->wake_ev == NULL || event_add(s->wake_ev, NULL) != 0)
+            goto fail;
+        s->run_ev = evtimer_new(s->base, run_actors, s);
+        if (s->run_ev == NULL)
             goto fail;
     }
     *out = rt;
@@ -168,6 +249,8 @@ void fl_runtime_free(fl_runtime_t *rt)
         }
         if (s->wake_ev)
             event_free(s->wake_ev);
+        if (s->run_ev)
+            event_free(s->run_ev);
         if (s->wake_fd >= 0)
             close(s->wake_fd);
         if (s->base)
