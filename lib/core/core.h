@@ -125,6 +125,42 @@ void fl_random_bytes(void *buf, size_t n);
 /* A uniformly distributed value in [0, bound). */
 uint32_t fl_random_below(uint32_t bound);
 
+/* ---- string-keyed hash map ------------------------------------------------------------------------
+ * Not thread-safe: the owner locks it or keeps it on one thread. Keys are copied; values are the
+ * caller's. Grows by doubling; iteration order is unspecified. */
+
+typedef struct fl_map fl_map_t;
+
+fl_map_t *fl_map_new(void);
+/* Frees the map; value_free (may be NULL) is called on each value. */
+void fl_map_free(fl_map_t *m, void (*value_free)(void *value));
+void *fl_map_get(const fl_map_t *m, const char *key);
+/* Inserts or replaces; the replaced value (or NULL) goes to *old when old is not NULL. */
+int fl_map_put(fl_map_t *m, const char *key, void *value, void **old);
+/* Removes key and returns its value, or NULL. */
+void *fl_map_remove(fl_map_t *m, const char *key);
+size_t fl_map_count(const fl_map_t *m);
+/* Calls fn for each entry; fn must not change the map. */
+void fl_map_foreach(const fl_map_t *m, void (*fn)(const char *key, void *value, void *arg), void *arg);
+/* Bytes the map itself holds (buckets and entries, not the values). */
+size_t fl_map_memory(const fl_map_t *m);
+
+/* ---- shared immutable bytes -------------------------------------------------------------------
+ * A reference-counted, immutable byte string (a snapshot's JSON, a frame published to many
+ * subscribers): written once by its creator, then only read, from any thread. */
+
+typedef struct fl_blob fl_blob_t;
+
+/* A blob of len bytes (plus a terminating NUL) for the creator to fill before sharing it. */
+fl_blob_t *fl_blob_new(size_t len);
+fl_blob_t *fl_blob_from(const void *data, size_t len);
+char *fl_blob_data(fl_blob_t *blob);
+size_t fl_blob_len(const fl_blob_t *blob);
+fl_blob_t *fl_blob_ref(fl_blob_t *blob);
+void fl_blob_unref(fl_blob_t *blob);
+/* For fl_http_respond_ref and other void * release hooks. */
+void fl_blob_release(void *blob);
+
 /* ---- settings --------------------------------------------------------------------------------
  * One table (config.c) names every setting: environment variable, type, default, range and
  * help, and the fl_config_t field it fills. Sources, later ones winning: defaults, the config

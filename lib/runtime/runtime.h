@@ -218,4 +218,31 @@ void fl_registry_unregister(const char *name, fl_actor_t *actor);
 fl_actor_t *fl_registry_lookup(const char *name);
 int fl_registry_count(void);
 
+/* ---- pubsub -------------------------------------------------------------------------------------
+ * Topics with subscribers on any shard. A publish costs one message per shard that has
+ * subscribers to the topic, carrying one shared reference to the payload: the shard hands the
+ * same bytes to each of its subscribers, nothing is copied per subscriber. Each shard's
+ * subscriptions belong to an actor, pubsub:N, under the "pubsub" supervisor; its mailbox bounds
+ * what a slow shard can queue (a full one makes publish report FL_EFULL for that shard). */
+
+typedef struct fl_pubsub fl_pubsub_t;
+typedef struct fl_sub fl_sub_t;
+/* Runs on the subscriber's shard. payload is borrowed (fl_blob_ref to keep it). A NULL payload
+ * says the subscription is gone (the shard's pubsub actor restarted): do not unsubscribe it. */
+typedef void (*fl_deliver_fn)(const char *topic, fl_blob_t *payload, void *ctx);
+
+int fl_pubsub_new(fl_runtime_t *rt, fl_pubsub_t **out);
+/* After the pubsub supervisor has stopped. */
+void fl_pubsub_free(fl_pubsub_t *ps);
+/* The "pubsub" supervisor's spec, one actor per shard, for the application tree. */
+const fl_sup_spec_t *fl_pubsub_spec(fl_pubsub_t *ps);
+/* On a shard thread: subscribes there. FL_EUNAVAIL while that shard's pubsub actor is down. */
+int fl_pubsub_subscribe(fl_pubsub_t *ps, const char *topic, fl_deliver_fn fn, void *ctx, fl_sub_t **out);
+/* On the shard that subscribed. After it returns, fn is not called again for this subscription. */
+void fl_pubsub_unsubscribe(fl_pubsub_t *ps, fl_sub_t *sub);
+/* Any thread. FL_OK when every shard with subscribers took the message, else the last error. */
+int fl_pubsub_publish(fl_pubsub_t *ps, const char *topic, fl_blob_t *payload);
+/* Subscribers to topic across all shards. */
+int fl_pubsub_count(fl_pubsub_t *ps, const char *topic);
+
 #endif
