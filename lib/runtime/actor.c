@@ -17,6 +17,7 @@ fl_actor_t *fl_actor_self(void)
 
 static void free_actor(fl_actor_t *a)
 {
+    fl_blob_unref(a->published);
     pthread_mutex_destroy(&a->lock);
     fl_free(a->id);
     fl_free(a->stop_reason);
@@ -68,6 +69,16 @@ int fl_actor_spawn(fl_shard_t *shard, const fl_behaviour_t *behaviour, void *arg
     /* one reference for the caller, one for being alive, one for the run queue (init is due) */
     atomic_init(&a->refs, 3);
     a->scheduled = true;
+    if (opts && opts->registered) {
+        /* before it can run: a name taken by a live actor is a failed spawn */
+        int rc = fl_registry_register(a->id, a);
+        if (rc != FL_OK) {
+            pthread_mutex_destroy(&a->lock);
+            fl_free(a->id);
+            fl_free(a);
+            return rc;
+        }
+    }
     *out = a;
     fl_shard_schedule(shard, a);
     return FL_OK;
@@ -144,7 +155,7 @@ int fl_actor_cast(fl_actor_t *to, int type, void *data, void (*dtor)(void *))
     return cast(to, type, data, dtor, NORMAL);
 }
 
-int fl_actor_cast_urgent(fl_actor_t *to, int type, void *data, void (*dtor)(void *))
+int fl_actor_notify(fl_actor_t *to, int type, void *data, void (*dtor)(void *))
 {
     return cast(to, type, data, dtor, UNBOUNDED);
 }
@@ -347,6 +358,26 @@ bool fl_actor_run_turn(fl_actor_t *a)
         a->scheduled = false;
     pthread_mutex_unlock(&a->lock);
     return more;
+}
+
+void fl_actor_publish(fl_actor_t *self, fl_blob_t *blob, uint64_t tag)
+{
+    pthread_mutex_lock(&self->lock);
+    fl_blob_t *old = self->published;
+    self->published = blob;
+    self->published_tag = tag;
+    pthread_mutex_unlock(&self->lock);
+    fl_blob_unref(old);
+}
+
+fl_blob_t *fl_actor_snapshot(fl_actor_t *actor, uint64_t *tag)
+{
+    pthread_mutex_lock(&actor->lock);
+    fl_blob_t *blob = actor->published ? fl_blob_ref(actor->published) : NULL;
+    if (tag)
+        *tag = actor->published_tag;
+    pthread_mutex_unlock(&actor->lock);
+    return blob;
 }
 
 fl_shard_t *fl_actor_shard(const fl_actor_t *actor)

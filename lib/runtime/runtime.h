@@ -94,6 +94,7 @@ void fl_actor_exit(fl_actor_t *self, int exit_kind, const char *reason);
 typedef struct {
     const char *id;       /* tree id, e.g. "tracker:harbor-1" (copied) */
     int mailbox_capacity; /* 0: FL_ACTOR_DEFAULT_MAILBOX */
+    bool registered;      /* also register the actor under its id (fl_registry_lookup) */
 } fl_actor_opts_t;
 
 #define FL_ACTOR_DEFAULT_MAILBOX 1024
@@ -113,6 +114,9 @@ void fl_actor_unref(fl_actor_t *actor);
 
 /* Sends a message; data is freed with dtor if the send fails. FL_OK, FL_EFULL, FL_ECLOSED, FL_ENOMEM. */
 int fl_actor_cast(fl_actor_t *to, int type, void *data, void (*dtor)(void *));
+/* A cast that the mailbox bound does not refuse, for an actor's notes to itself (its timers, its
+ * database callbacks) and the runtime's notices: a bounded number by construction, never traffic. */
+int fl_actor_notify(fl_actor_t *to, int type, void *data, void (*dtor)(void *));
 /* Replies arrive on the caller's shard: status is FL_OK with reply (the callback owns it and frees
  * it with reply_dtor semantics of its choosing), or FL_ETIMEDOUT, FL_ECLOSED (the actor ended
  * first), FL_EFULL. Only on a shard thread. */
@@ -135,6 +139,13 @@ const char *fl_actor_id(const fl_actor_t *actor);
 bool fl_actor_alive(const fl_actor_t *actor);
 /* The actor whose handler is running on this thread, or NULL. */
 fl_actor_t *fl_actor_self(void);
+
+/* A published value: an actor shares an immutable, reference-counted blob (its status JSON, say)
+ * that any thread can take without a message round trip. tag is the caller's (a sequence number).
+ * fl_actor_publish takes over the caller's reference; fl_actor_snapshot returns a new reference
+ * (or NULL when nothing is published) that the reader drops with fl_blob_unref. */
+void fl_actor_publish(fl_actor_t *self, fl_blob_t *blob, uint64_t tag);
+fl_blob_t *fl_actor_snapshot(fl_actor_t *actor, uint64_t *tag);
 
 typedef struct {
     int mailbox;        /* messages waiting */
@@ -163,7 +174,8 @@ typedef struct fl_child_spec {
     void *arg; /* passed to init; freed with arg_dtor when the child is removed */
     void (*arg_dtor)(void *arg);
     int mailbox_capacity;
-    fl_shard_t *shard; /* NULL: the supervisor's shard */
+    fl_shard_t *shard; /* NULL: the supervisor's shard (for a supervisor child too) */
+    bool registered;   /* each incarnation is registered under id (fl_registry_lookup) */
     /* or a supervisor: */
     const fl_sup_spec_t *sup;
     fl_restart_t restart;

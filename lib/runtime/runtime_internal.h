@@ -51,6 +51,9 @@ struct fl_actor {
     fl_actor_exit_fn on_exit;
     void *exit_arg;
 
+    fl_blob_t *published; /* under lock */
+    uint64_t published_tag;
+
     atomic_long handled;
     atomic_int mailbox_len;
     atomic_size_t state_memory;

@@ -76,7 +76,7 @@ static void child_exited(fl_actor_t *child, int kind, const char *reason, void *
     n->kind = kind;
     n->reason = fl_strdup(reason);
     /* The exit notice must not be refused for a full mailbox: it goes in as an urgent message. */
-    if (fl_actor_cast_urgent(sup, SUP_EXIT, n, exit_note_free) != FL_OK)
+    if (fl_actor_notify(sup, SUP_EXIT, n, exit_note_free) != FL_OK)
         fl_log(FL_LOG_WARN, "sup.exit_after_stop", FL_MSG("a child ended after its supervisor"), FL_STR("child", child->id));
     fl_actor_unref(sup);
 }
@@ -147,7 +147,7 @@ static void step_reply(int status, void *reply, void *arg)
     step_done_t *d = arg;
     d->status = status;
     /* Delivered on our shard; hand it to the handler so it runs in the actor's turn. */
-    if (fl_actor_cast_urgent(d->sup->self, SUP_STEP_DONE, d, fl_free) != FL_OK) {
+    if (fl_actor_notify(d->sup->self, SUP_STEP_DONE, d, fl_free) != FL_OK) {
         fl_actor_unref(d->child);
         fl_free(d);
     }
@@ -186,9 +186,10 @@ static void start_child(sup_state_t *s, int i)
     int rc;
     fl_actor_ref(s->self); /* for child_exited */
     if (c->spec.sup) {
-        rc = fl_sup_spawn(s->self->shard, c->spec.id, c->spec.sup, child_exited, s->self, &actor);
+        rc = fl_sup_spawn(c->spec.shard ? c->spec.shard : s->self->shard, c->spec.id, c->spec.sup, c->spec.registered, child_exited,
+                          s->self, &actor);
     } else {
-        fl_actor_opts_t opts = {.id = c->spec.id, .mailbox_capacity = c->spec.mailbox_capacity};
+        fl_actor_opts_t opts = {.id = c->spec.id, .mailbox_capacity = c->spec.mailbox_capacity, .registered = c->spec.registered};
         rc = fl_actor_spawn(c->spec.shard ? c->spec.shard : s->self->shard, c->spec.behaviour, c->spec.arg, &opts, child_exited,
                             s->self, &actor);
     }
@@ -303,8 +304,11 @@ static void child_failed(sup_state_t *s, int index, int kind, const char *reason
     bool abnormal = kind == FL_EXIT_CRASH || kind == FL_EXIT_KILLED;
     if (abnormal)
         fl_tree_record_crash(&s->node, index, reason);
-    bool restart =
-        !s->stopping && (c->spec.restart == FL_RESTART_PERMANENT || (c->spec.restart == FL_RESTART_TRANSIENT && abnormal));
+    /* someone asked for this child while it was ending (a tracker stopping for idleness just as
+     * a fix arrives): it comes back for them */
+    bool wanted = c->nstart_waiters > 0;
+    bool restart = !s->stopping &&
+                   (c->spec.restart == FL_RESTART_PERMANENT || (c->spec.restart == FL_RESTART_TRANSIENT && abnormal) || wanted);
     if (!restart) {
         fl_tree_set_status(&s->node, index, FL_TREE_STOPPED);
         if (s->spec.dynamic)
@@ -418,7 +422,8 @@ static void on_start_child(sup_state_t *s, fl_msg_t *msg)
 {
     fl_child_spec_t *spec = msg->data;
     int index = fl_tree_find_id(&s->node, spec->id);
-    if (index >= 0 && s->node.children[index].actor && s->node.children[index].status == FL_TREE_RUNNING) {
+    if (index >= 0 && s->node.children[index].actor && s->node.children[index].status == FL_TREE_RUNNING &&
+        fl_actor_alive(s->node.children[index].actor)) {
         fl_actor_t *a = s->node.children[index].actor;
         fl_actor_ref(a);
         fl_actor_reply(msg, FL_OK, a, (void (*)(void *))fl_actor_unref);
@@ -551,10 +556,10 @@ fl_tree_node_t *fl_sup_node(fl_actor_t *actor)
     return actor->behaviour == &sup_behaviour && actor->state ? &((sup_state_t *)actor->state)->node : NULL;
 }
 
-int fl_sup_spawn(fl_shard_t *shard, const char *id, const fl_sup_spec_t *spec, fl_actor_exit_fn on_exit, void *exit_arg,
-                 fl_actor_t **out)
+int fl_sup_spawn(fl_shard_t *shard, const char *id, const fl_sup_spec_t *spec, bool registered, fl_actor_exit_fn on_exit,
+                 void *exit_arg, fl_actor_t **out)
 {
-    fl_actor_opts_t opts = {.id = id, .mailbox_capacity = 4096};
+    fl_actor_opts_t opts = {.id = id, .mailbox_capacity = 4096, .registered = registered};
     /* init only reads the spec; the cast through uintptr_t drops const for the generic void * */
     return fl_actor_spawn(shard, &sup_behaviour, (void *)(uintptr_t)spec, &opts, on_exit, exit_arg, out);
 }
@@ -563,7 +568,7 @@ int fl_sup_start(fl_shard_t *shard, const char *id, const fl_sup_spec_t *spec, f
                  int timeout_ms, fl_actor_t **out)
 {
     fl_actor_t *sup;
-    int rc = fl_sup_spawn(shard, id, spec, on_exit, exit_arg, &sup);
+    int rc = fl_sup_spawn(shard, id, spec, false, on_exit, exit_arg, &sup);
     if (rc != FL_OK)
         return rc;
     void *reply;

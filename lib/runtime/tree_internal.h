@@ -61,14 +61,11 @@ fl_child_spec_t *fl_tree_spec_copy(const fl_child_spec_t *spec);
 void fl_tree_spec_free(void *spec);
 
 /* supervisor.c */
-int fl_sup_spawn(fl_shard_t *shard, const char *id, const fl_sup_spec_t *spec, fl_actor_exit_fn on_exit, void *exit_arg,
-                 fl_actor_t **out);
+int fl_sup_spawn(fl_shard_t *shard, const char *id, const fl_sup_spec_t *spec, bool registered, fl_actor_exit_fn on_exit,
+                 void *exit_arg, fl_actor_t **out);
 bool fl_actor_is_supervisor(const fl_actor_t *actor);
 fl_tree_node_t *fl_sup_node(fl_actor_t *actor);
 int fl_sup_restart_child(fl_actor_t *sup, const char *id, fl_reply_fn cb, void *arg);
 int fl_sup_restart_child_wait(fl_actor_t *sup, const char *id, int timeout_ms);
-
-/* actor.c: a cast that is never refused for a full mailbox (exit notices, step completions) */
-int fl_actor_cast_urgent(fl_actor_t *to, int type, void *data, void (*dtor)(void *));
 
 #endif
