@@ -7,7 +7,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-static const command_t *const commands[] = {&cmd_serve, &cmd_migrate, &cmd_config, NULL};
+static const command_t *const commands[] = {&cmd_serve, &cmd_migrate, &cmd_tree, &cmd_config, NULL};
 
 static void print_help(FILE *f)
 {
@@ -24,6 +24,7 @@ static void print_help(FILE *f)
                "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.\n");
 }
 
+static void vprint_error(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 static void vprint_error(const char *fmt, va_list ap)
 {
     fputs("fleetd: ", stderr);
