@@ -27,11 +27,13 @@ typedef struct {
 
 static void put(line_t *l, const char *s, size_t n)
 {
-    if (l->len + n > l->cap) {
-        n = l->cap - l->len;
+    size_t room = l->len < l->cap ? l->cap - l->len : 0;
+    if (n > room) {
+        n = room;
         l->truncated = true;
     }
-    memcpy(l->p + l->len, s, n);
+    if (n > 0)
+        memcpy(l->p + l->len, s, n);
     l->len += n;
 }
 
