@@ -1,53 +1,121 @@
-/* fleetd serve: the daemon. Builds the shards, the database connection and the HTTP endpoint,
- * then waits for signals on the main thread; SIGTERM and SIGINT drain and stop it. */
+/* fleetd serve: the daemon. Builds the shards and the application tree
+ *
+ *   root (one_for_one)
+ *    |- db        one connection per shard (db:N)
+ *    |- pubsub    one actor per shard (pubsub:N)
+ *    |- jobs      the job queue's workers (empty until the job queue lands)
+ *    |- trackers  one dynamic supervisor per shard (trackers:N), tracker:{fleet} on demand
+ *    `- endpoint  accepting HTTP connections
+ *
+ * then waits for signals on the main thread. SIGTERM and SIGINT drain and stop it; the root
+ * failing (too many restarts) ends the process with status 1 so that systemd restarts it. */
 #include "commands.h"
 
 #include "api/api.h"
 #include "db/db.h"
 #include "http/http.h"
 #include "runtime/runtime.h"
+#include "tracker/tracker.h"
 
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct {
     fl_config_t *cfg;
     fl_runtime_t *rt;
-    fl_db_t *db;
+    fl_db_service_t *db;
+    fl_pubsub_t *ps;
+    fl_trackers_t *trackers;
     fl_api_t *api;
     fl_http_router_t *router;
     fl_http_server_t *http;
+    fl_actor_t *root;
+    fl_child_spec_t children[5];
+    fl_sup_spec_t jobs_spec, root_spec;
 } daemon_t;
+
+/* ---- the endpoint: an actor whose life is the HTTP listeners accepting ---- */
+
+static int endpoint_init(fl_actor_t *self, void *arg, void **state)
+{
+    (void)self;
+    fl_http_server_t *http = arg;
+    fl_http_server_resume(http);
+    *state = http;
+    return FL_OK;
+}
+
+static int endpoint_handle(fl_actor_t *self, void *state, fl_msg_t *msg)
+{
+    (void)self;
+    (void)state;
+    (void)msg;
+    return FL_EINVAL; /* connections run on the shards' loops; the endpoint takes no messages */
+}
+
+static void endpoint_terminate(fl_actor_t *self, void *state, int kind)
+{
+    (void)self;
+    (void)kind;
+    /* stop accepting; connections already open carry on */
+    fl_http_server_pause(state);
+}
+
+static const fl_behaviour_t endpoint_behaviour = {
+    .name = "endpoint",
+    .init = endpoint_init,
+    .handle = endpoint_handle,
+    .terminate = endpoint_terminate,
+};
+
+static fl_db_t *tracker_db(int shard, void *arg)
+{
+    return fl_db_service_get(arg, shard);
+}
+
+/* The root ended on its own: too many restarts below it. The main thread takes it from here. */
+static void root_exited(fl_actor_t *root, int kind, const char *reason, void *arg)
+{
+    (void)root;
+    (void)arg;
+    if (kind == FL_EXIT_SHUTDOWN || kind == FL_EXIT_NORMAL)
+        return;
+    fl_log(FL_LOG_ERROR, "fleetd.root_failed", FL_MSG("the supervision tree gave up; exiting for systemd to restart fleetd"),
+           FL_STR("reason", reason));
+    kill(getpid(), SIGUSR1);
+}
 
 static int parse_args(fl_config_t *cfg, int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
         char err[512];
-        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc) {
-            if (fl_config_set(cfg, "FLEETD_LISTEN", argv[++i], err, sizeof(err)) != FL_OK)
-                return usage_error("%s", err);
-        } else if (strncmp(argv[i], "--listen=", 9) == 0) {
-            if (fl_config_set(cfg, "FLEETD_LISTEN", argv[i] + 9, err, sizeof(err)) != FL_OK)
-                return usage_error("%s", err);
-        } else {
+        const char *value = NULL;
+        if (strcmp(argv[i], "--listen") == 0 && i + 1 < argc)
+            value = argv[++i];
+        else if (strncmp(argv[i], "--listen=", 9) == 0)
+            value = argv[i] + 9;
+        else
             return usage_error("serve: unexpected argument \"%s\" (see fleetd serve --help)", argv[i]);
-        }
+        if (fl_config_set(cfg, "FLEETD_LISTEN", value, err, sizeof(err)) != FL_OK)
+            return usage_error("%s", err);
     }
     return EXIT_OK;
 }
 
-/* Waits for SIGTERM/SIGINT; SIGHUP is acknowledged (reloads arrive with the issues that need them). */
-static void wait_for_stop(void)
+/* Waits for SIGTERM/SIGINT (returns EXIT_OK) or the root's failure (EXIT_RUNTIME). SIGHUP is
+ * acknowledged: reloads arrive with the issues that need them. */
+static int wait_for_stop(void)
 {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     for (;;) {
         int sig;
         if (sigwait(&set, &sig) != 0)
@@ -56,8 +124,10 @@ static void wait_for_stop(void)
             fl_log(FL_LOG_INFO, "fleetd.sighup", FL_MSG("SIGHUP received; nothing to reload yet"));
             continue;
         }
+        if (sig == SIGUSR1)
+            return EXIT_RUNTIME;
         fl_log(FL_LOG_INFO, "fleetd.stopping", FL_MSG("stopping"), FL_STR("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
-        return;
+        return EXIT_OK;
     }
 }
 
@@ -77,16 +147,66 @@ static void drain(daemon_t *d)
                FL_INT("connections", left));
 }
 
+static int build(daemon_t *d)
+{
+    fl_config_t *cfg = d->cfg;
+    int rc;
+    if ((rc = fl_runtime_new(cfg->shards, &d->rt)) != FL_OK)
+        return rc;
+    fl_db_options_t dbo = {.conninfo = cfg->database_url,
+                           .connect_timeout_ms = cfg->db_connect_timeout_ms,
+                           .reconnect_min_ms = cfg->db_reconnect_min_ms,
+                           .reconnect_max_ms = cfg->db_reconnect_max_ms,
+                           .health_interval_ms = cfg->db_health_interval_ms};
+    if ((rc = fl_db_service_new(d->rt, &dbo, &d->db)) != FL_OK || (rc = fl_pubsub_new(d->rt, &d->ps)) != FL_OK)
+        return rc;
+    fl_trackers_opts_t to = {.idle_timeout_ms = cfg->tracker_idle_timeout_ms,
+                             .replay = cfg->tracker_replay,
+                             .mailbox = cfg->tracker_mailbox,
+                             .snapshot_min_interval_ms = cfg->tracker_snapshot_interval_ms,
+                             .db = tracker_db,
+                             .db_arg = d->db};
+    if ((rc = fl_trackers_new(d->rt, d->ps, &to, &d->trackers)) != FL_OK)
+        return rc;
+    fl_api_deps_t deps = {.cfg = cfg, .db = d->db};
+    if ((rc = fl_api_new(&deps, &d->api)) != FL_OK)
+        return rc;
+    if ((d->router = fl_http_router_new()) == NULL)
+        return FL_ENOMEM;
+    if ((rc = fl_api_routes(d->api, d->router)) != FL_OK || (rc = fl_http_server_new(cfg, d->router, &d->http)) != FL_OK)
+        return rc;
+
+    d->jobs_spec = (fl_sup_spec_t){.strategy = FL_ONE_FOR_ONE, .max_restarts = 3, .period_ms = 5000};
+    d->children[0] = (fl_child_spec_t){.id = "db", .sup = fl_db_service_spec(d->db), .restart = FL_RESTART_PERMANENT};
+    d->children[1] = (fl_child_spec_t){.id = "pubsub", .sup = fl_pubsub_spec(d->ps), .restart = FL_RESTART_PERMANENT};
+    d->children[2] = (fl_child_spec_t){.id = "jobs", .sup = &d->jobs_spec, .restart = FL_RESTART_PERMANENT};
+    d->children[3] = (fl_child_spec_t){
+        .id = "trackers", .sup = fl_trackers_spec(d->trackers), .restart = FL_RESTART_PERMANENT, .shutdown_ms = 15000};
+    d->children[4] =
+        (fl_child_spec_t){.id = "endpoint", .behaviour = &endpoint_behaviour, .arg = d->http, .restart = FL_RESTART_PERMANENT};
+    d->root_spec =
+        (fl_sup_spec_t){.strategy = FL_ONE_FOR_ONE, .max_restarts = 3, .period_ms = 5000, .children = d->children, .nchildren = 5};
+    return FL_OK;
+}
+
 static void teardown(daemon_t *d)
 {
+    if (d->root) {
+        fl_api_set_root(d->api, NULL);
+        if (fl_sup_stop(d->root, d->cfg->shutdown_timeout_ms + 20000) != FL_OK)
+            fl_log(FL_LOG_WARN, "fleetd.tree_stop_timeout", FL_MSG("the supervision tree did not stop in time"));
+        fl_actor_unref(d->root);
+    }
+    if (d->rt)
+        fl_runtime_stop(d->rt);
     if (d->http)
         fl_http_server_free(d->http);
     if (d->router)
         fl_http_router_free(d->router);
-    if (d->api)
-        fl_api_free(d->api);
-    if (d->db)
-        fl_db_free(d->db);
+    fl_api_free(d->api);
+    fl_trackers_free(d->trackers);
+    fl_pubsub_free(d->ps);
+    fl_db_service_free(d->db);
     if (d->rt)
         fl_runtime_free(d->rt);
 }
@@ -104,27 +224,14 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     daemon_t d = {.cfg = cfg};
     char bound[128];
     int exit_code = EXIT_RUNTIME;
-    if ((rc = fl_runtime_new(cfg->shards, &d.rt)) != FL_OK) {
-        runtime_error("cannot create the event loops: %s", fl_strerror(rc));
-        goto out;
-    }
-    fl_db_options_t dbo = {.conninfo = cfg->database_url,
-                           .connect_timeout_ms = cfg->db_connect_timeout_ms,
-                           .reconnect_min_ms = cfg->db_reconnect_min_ms,
-                           .reconnect_max_ms = cfg->db_reconnect_max_ms,
-                           .health_interval_ms = cfg->db_health_interval_ms};
-    if ((rc = fl_db_new(fl_runtime_shard(d.rt, 0), &dbo, &d.db)) != FL_OK) {
-        runtime_error("cannot set up the database connection: %s", fl_strerror(rc));
-        goto out;
-    }
-    if ((rc = fl_api_new(cfg, d.db, &d.api)) != FL_OK || (d.router = fl_http_router_new()) == NULL ||
-        (rc = fl_api_routes(d.api, d.router)) != FL_OK || (rc = fl_http_server_new(cfg, d.router, &d.http)) != FL_OK) {
-        runtime_error("cannot set up the HTTP endpoint: %s", fl_strerror(rc ? rc : FL_ENOMEM));
+    if ((rc = build(&d)) != FL_OK) {
+        runtime_error("cannot set up the daemon: %s", fl_strerror(rc));
         goto out;
     }
     if ((rc = fl_http_server_listen(d.http, d.rt, cfg->listen, bound, sizeof(bound))) != FL_OK) {
@@ -134,18 +241,24 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
             runtime_error("cannot listen on %s (see the log line above)", cfg->listen);
         goto out;
     }
+    fl_http_server_pause(d.http); /* the endpoint, last in the tree, opens it */
     if ((rc = fl_runtime_start(d.rt)) != FL_OK) {
         runtime_error("cannot start the event loops: %s", fl_strerror(rc));
         goto out;
     }
+    rc = fl_sup_start(fl_runtime_shard(d.rt, 0), "root", &d.root_spec, root_exited, NULL, 60000, &d.root);
+    if (rc != FL_OK) {
+        runtime_error("the supervision tree did not start: %s (see the log lines above)", fl_strerror(rc));
+        goto out;
+    }
+    fl_api_set_root(d.api, d.root);
     fl_log(FL_LOG_INFO, "http.listening", FL_MSG("fleetd is serving"), FL_STR("addr", bound),
            FL_INT("shards", fl_runtime_nshards(d.rt)), FL_STR("version", FLEETD_VERSION));
 
-    wait_for_stop();
-    drain(&d);
-    fl_runtime_stop(d.rt);
-    fl_log(FL_LOG_INFO, "fleetd.stopped", FL_MSG("stopped"));
-    exit_code = EXIT_OK;
+    exit_code = wait_for_stop();
+    if (exit_code == EXIT_OK)
+        drain(&d);
+    fl_log(FL_LOG_INFO, "fleetd.stopped", FL_MSG(exit_code == EXIT_OK ? "stopped" : "stopped after a failure"));
 out:
     teardown(&d);
     return exit_code;
@@ -156,11 +269,14 @@ const command_t cmd_serve = {
     .summary = "run the daemon (the default command)",
     .usage = "Usage: fleetd serve [--listen HOST:PORT]\n\n"
              "Runs fleetd in the foreground: one event loop per CPU, each with its own listening socket,\n"
-             "a PostgreSQL connection (DATABASE_URL) kept up with reconnects, and the HTTP routes of\n"
-             "CONTRACT.md. It starts even while the database is down; /ready tells when it can work.\n\n"
+             "and the supervision tree (db, pubsub, jobs, trackers, endpoint). It starts even while the\n"
+             "database is down; /ready tells when it can work. `fleetd tree` shows the live tree.\n\n"
              "  --listen HOST:PORT   overrides FLEETD_LISTEN (default 127.0.0.1:4000; port 0 picks one)\n\n"
              "Logs go to stderr, one JSON object per line (readable text on a terminal).\n"
-             "SIGTERM or SIGINT: stop accepting, let requests in flight finish (FLEETD_SHUTDOWN_TIMEOUT), exit 0.\n"
-             "Exit status: 0 after a clean stop, 1 when it cannot start, 2 on a configuration error.\n",
+             "SIGTERM or SIGINT: stop accepting, let requests in flight finish (FLEETD_SHUTDOWN_TIMEOUT),\n"
+             "stop the tree in reverse order, exit 0. If the tree gives up after too many restarts,\n"
+             "fleetd exits 1 so that its supervisor (systemd) restarts it.\n"
+             "Exit status: 0 after a clean stop, 1 when it cannot start or the tree failed, 2 on a\n"
+             "configuration error.\n",
     .run = run,
 };

@@ -24,5 +24,6 @@ int wants_help(int argc, char **argv);
 extern const command_t cmd_serve;
 extern const command_t cmd_migrate;
 extern const command_t cmd_config;
+extern const command_t cmd_tree;
 
 #endif

@@ -1,15 +1,9 @@
 /* GET /health: the process serves. GET /ready: it can do its job (CONTRACT.md "Operations"). */
-#include "api.h"
+#include "api_internal.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
-
-struct fl_api {
-    const fl_config_t *cfg;
-    fl_db_t *db;
-    atomic_bool draining;
-};
 
 static const char health_body[] = "{\"status\":\"ok\"}";
 
@@ -34,10 +28,11 @@ static void get_ready(fl_http_req_t *req, void *arg)
     size_t empty = len;
     int wanted = fl_migrations_latest();
 
-    if (api->db == NULL || !fl_db_is_up(api->db)) {
+    fl_db_service_t *db = api->deps.db;
+    if (db == NULL || !fl_db_service_up(db)) {
         len = add_reason(body, len, sizeof(body), "database unreachable");
     } else {
-        int version = fl_db_schema_version(api->db);
+        int version = fl_db_service_schema_version(db);
         if (version < 0) {
             len = add_reason(body, len, sizeof(body), "schema version not read yet");
         } else if (version < wanted) {
@@ -47,6 +42,11 @@ static void get_ready(fl_http_req_t *req, void *arg)
             len = add_reason(body, len, sizeof(body), reason);
         }
     }
+    fl_actor_t *root = fl_api_root(api);
+    if (root == NULL)
+        len = add_reason(body, len, sizeof(body), "supervision tree not running");
+    else
+        fl_actor_unref(root);
     if (atomic_load(&api->draining))
         len = add_reason(body, len, sizeof(body), "draining");
 
@@ -60,29 +60,7 @@ static void get_ready(fl_http_req_t *req, void *arg)
     fl_http_respond(req, 503, "application/json", body, len);
 }
 
-int fl_api_new(const fl_config_t *cfg, fl_db_t *db, fl_api_t **out)
-{
-    fl_api_t *api = fl_calloc(1, sizeof(*api));
-    if (api == NULL)
-        return FL_ENOMEM;
-    api->cfg = cfg;
-    api->db = db;
-    atomic_init(&api->draining, false);
-    *out = api;
-    return FL_OK;
-}
-
-void fl_api_free(fl_api_t *api)
-{
-    fl_free(api);
-}
-
-void fl_api_set_draining(fl_api_t *api)
-{
-    atomic_store(&api->draining, true);
-}
-
-int fl_api_routes(fl_api_t *api, fl_http_router_t *router)
+int fl_api_health_routes(fl_api_t *api, fl_http_router_t *router)
 {
     int rc = fl_http_router_add(router, FL_HTTP_GET, "/health", get_health, api, 0);
     if (rc == FL_OK)

@@ -62,6 +62,18 @@ static const fl_setting_t settings[] = {
      "How often the database and the schema version are checked for /ready.", F(db_health_interval_ms)},
     {"FLEETD_SHUTDOWN_TIMEOUT", FL_SET_DURATION, "10s", 0, 10 * MIN, NULL, false,
      "On SIGTERM, how long requests in flight may take to finish before connections are closed.", F(shutdown_timeout_ms)},
+    {"FLEETD_TRACKER_IDLE_TIMEOUT", FL_SET_DURATION, "10m", 1 * SEC, 24 * 60 * MIN, NULL, false,
+     "A fleet's tracker with no fixes and no live subscribers for this long stops; the next fix or read starts it again.",
+     F(tracker_idle_timeout_ms)},
+    {"FLEETD_TRACKER_REPLAY", FL_SET_INT, "1000", 0, 1000000, NULL, false,
+     "Recent positions each fleet keeps for live clients that rejoin (last_seq, Last-Event-ID); older gaps get a snapshot.",
+     F(tracker_replay)},
+    {"FLEETD_TRACKER_MAILBOX", FL_SET_INT, "10000", 16, 10000000, NULL, false,
+     "Messages a fleet's tracker may have waiting; past it new work for that fleet is refused (503).", F(tracker_mailbox)},
+    {"FLEETD_TRACKER_SNAPSHOT_INTERVAL", FL_SET_DURATION, "20ms", 0, 10 * SEC, NULL, false,
+     "Under a stream of fixes, a fleet's status JSON is rebuilt at most this often (the first change after a quiet spell "
+     "shows at once).",
+     F(tracker_snapshot_interval_ms)},
     {NULL, 0, NULL, 0, 0, NULL, false, NULL, 0},
 };
 

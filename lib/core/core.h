@@ -118,6 +118,10 @@ int64_t fl_now_wall_ms(void); /* Unix epoch milliseconds */
 /* RFC 3339 UTC with milliseconds into out (at least 25 bytes): 2026-11-23T10:00:00.123Z. */
 void fl_time_format_ms(int64_t epoch_ms, char out[32]);
 
+/* Formats a double the shortest way that reads back to the same value (59.3293, not
+ * 59.329300000000003); "null" for NaN and infinities. out needs 32 bytes. */
+void fl_format_double(double v, char out[32]);
+
 /* ---- random ------------------------------------------------------------------------------------ */
 
 /* n random bytes from the kernel (getrandom); never fails after start-up. */
@@ -196,6 +200,12 @@ typedef struct fl_config {
     int db_health_interval_ms;
 
     int shutdown_timeout_ms;
+
+    /* trackers */
+    int tracker_idle_timeout_ms;
+    int tracker_replay;
+    int tracker_mailbox;
+    int tracker_snapshot_interval_ms;
 } fl_config_t;
 
 typedef enum { FL_SET_STRING, FL_SET_INT, FL_SET_BYTES, FL_SET_DURATION, FL_SET_BOOL, FL_SET_ENUM } fl_setting_type_t;

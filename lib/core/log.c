@@ -97,12 +97,12 @@ static void put_json_value(line_t *l, const fl_field_t *f)
     case FL_F_INT:
         putf(l, "%lld", f->v.i);
         break;
-    case FL_F_DBL:
-        if (isfinite(f->v.d))
-            putf(l, "%.17g", f->v.d);
-        else
-            puts_(l, "null");
+    case FL_F_DBL: {
+        char num[32];
+        fl_format_double(f->v.d, num);
+        puts_(l, num);
         break;
+    }
     case FL_F_BOOL:
         puts_(l, f->v.b ? "true" : "false");
         break;

@@ -1,6 +1,7 @@
 #include "core.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,19 @@ void fl_time_format_ms(int64_t epoch_ms, char out[32])
     size_t len = strnlen(tmp, 31);
     memcpy(out, tmp, len);
     out[len] = '\0';
+}
+
+void fl_format_double(double v, char out[32])
+{
+    if (!isfinite(v)) {
+        snprintf(out, 32, "null");
+        return;
+    }
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(out, 32, "%.*g", prec, v);
+        if (strtod(out, NULL) == v)
+            return;
+    }
 }
 
 void fl_random_bytes(void *buf, size_t n)

@@ -9,19 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-void fl_format_double(double v, char out[32])
-{
-    if (!isfinite(v)) {
-        snprintf(out, 32, "null");
-        return;
-    }
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(out, 32, "%.*g", prec, v);
-        if (strtod(out, NULL) == v)
-            return;
-    }
-}
-
 /* Optional fields are floats: the shortest text that reads back to the same float. */
 static void format_float(float v, char out[32])
 {

@@ -68,8 +68,4 @@ int fl_trackers_apply(fl_trackers_t *tr, const char *fleet_id, const fl_fix_t *f
 typedef void (*fl_replay_fn)(int status, fl_blob_t **events, int n, uint64_t seq, void *arg);
 int fl_trackers_replay(fl_trackers_t *tr, const char *fleet_id, uint64_t last_seq, fl_replay_fn cb, void *arg);
 
-/* Formats a double the shortest way that reads back to the same value (59.3293, not
- * 59.329300000000003). out needs 32 bytes. */
-void fl_format_double(double v, char out[32]);
-
 #endif

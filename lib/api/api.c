@@ -1,0 +1,60 @@
+#include "api_internal.h"
+
+int fl_api_new(const fl_api_deps_t *deps, fl_api_t **out)
+{
+    fl_api_t *api = fl_calloc(1, sizeof(*api));
+    if (api == NULL)
+        return FL_ENOMEM;
+    api->deps = *deps;
+    atomic_init(&api->draining, false);
+    pthread_mutex_init(&api->lock, NULL);
+    *out = api;
+    return FL_OK;
+}
+
+void fl_api_free(fl_api_t *api)
+{
+    if (api == NULL)
+        return;
+    if (api->root)
+        fl_actor_unref(api->root);
+    pthread_mutex_destroy(&api->lock);
+    fl_free(api);
+}
+
+void fl_api_set_root(fl_api_t *api, fl_actor_t *root)
+{
+    if (root)
+        fl_actor_ref(root);
+    pthread_mutex_lock(&api->lock);
+    fl_actor_t *old = api->root;
+    api->root = root;
+    pthread_mutex_unlock(&api->lock);
+    if (old)
+        fl_actor_unref(old);
+}
+
+fl_actor_t *fl_api_root(fl_api_t *api)
+{
+    pthread_mutex_lock(&api->lock);
+    fl_actor_t *root = api->root;
+    if (root && !fl_actor_alive(root))
+        root = NULL;
+    if (root)
+        fl_actor_ref(root);
+    pthread_mutex_unlock(&api->lock);
+    return root;
+}
+
+void fl_api_set_draining(fl_api_t *api)
+{
+    atomic_store(&api->draining, true);
+}
+
+int fl_api_routes(fl_api_t *api, fl_http_router_t *router)
+{
+    int rc = fl_api_health_routes(api, router);
+    if (rc == FL_OK)
+        rc = fl_api_admin_routes(api, router);
+    return rc;
+}
