@@ -166,8 +166,9 @@ static void print_node(json_t *node, const char *prefix, bool last, bool root, b
                       : status && strcmp(status, "stopped") == 0 ? "\033[31m"
                                                                  : "\033[33m";
     printf("%-40s %-10s %s%-10s%s restarts %-3lld up %-8s mem %-9s", label,
-           sup ? json_string_value(json_object_get(node, "strategy")) : "actor", hue, status ? status : "?",
-           colour ? "\033[0m" : "", json_integer_value(json_object_get(node, "restarts")), up, mem);
+           sup ? (json_is_true(json_object_get(node, "dynamic")) ? "dynamic" : json_string_value(json_object_get(node, "strategy")))
+               : "actor",
+           hue, status ? status : "?", colour ? "\033[0m" : "", json_integer_value(json_object_get(node, "restarts")), up, mem);
     if (!sup)
         printf(" mailbox %-5lld handled %lld", json_integer_value(json_object_get(node, "mailbox")),
                json_integer_value(json_object_get(node, "handled")));

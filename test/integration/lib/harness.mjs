@@ -346,7 +346,7 @@ export async function clusterUp() {
  *  - stop(): SIGTERM, wait, SIGKILL after timeoutMs; asserts the exit code (default 0; null: do not
  *    check). Idempotent: later calls return (and check) the same result.
  */
-export async function startFleetd({ env = {}, databaseUrl, t, startTimeoutMs = 20_000, args = ['serve'] } = {}) {
+export async function startFleetd({ env = {}, databaseUrl, t, startTimeoutMs = 20_000, args = ['serve'], expectExit = 0 } = {}) {
     const url = databaseUrl === undefined ? requireEnv('DATABASE_URL') : databaseUrl;
     const childEnvironment = childEnv(
         { FLEETD_LISTEN: '127.0.0.1:0', FLEETD_LOG_FORMAT: 'json', ...env },
@@ -473,7 +473,7 @@ export async function startFleetd({ env = {}, databaseUrl, t, startTimeoutMs = 2
     }
 
     liveServers.add(server);
-    if (t) t.after(() => server.stop());
+    if (t) t.after(() => server.stop({ expectCode: expectExit }));
 
     let listening;
     try {
