@@ -108,14 +108,20 @@ static int parse_args(fl_config_t *cfg, int argc, char **argv)
 
 /* Waits for SIGTERM/SIGINT (returns EXIT_OK) or the root's failure (EXIT_RUNTIME). SIGHUP is
  * acknowledged: reloads arrive with the issues that need them. */
+/* The signals the main thread takes: blocked everywhere, then waited for with sigwait. */
+static void daemon_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR1);
+}
+
 static int wait_for_stop(void)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    daemon_signals(&set);
     for (;;) {
         int sig;
         if (sigwait(&set, &sig) != 0)
@@ -220,11 +226,7 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
 
     /* Signals are taken by the main thread alone: block them before any shard thread exists. */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR1);
+    daemon_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     daemon_t d = {.cfg = cfg};

@@ -7,24 +7,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool allowed(fl_http_req_t *req)
+/* The tree's root for an admin request (a reference), or NULL after answering the request. */
+static fl_actor_t *admin_root(fl_api_t *api, fl_http_req_t *req)
 {
-    if (fl_http_req_peer_is_loopback(req))
-        return true;
-    fl_http_respond_error(req, 403, "forbidden", "the admin routes answer only on a loopback address");
-    return false;
+    if (!fl_http_req_peer_is_loopback(req)) {
+        fl_http_respond_error(req, 403, "forbidden", "the admin routes answer only on a loopback address");
+        return NULL;
+    }
+    fl_actor_t *root = fl_api_root(api);
+    if (root == NULL)
+        fl_http_respond_error(req, 503, "unavailable", "the supervision tree is not running");
+    return root;
 }
 
 static void get_tree(fl_http_req_t *req, void *arg)
 {
-    fl_api_t *api = arg;
-    if (!allowed(req))
+    fl_actor_t *root = admin_root(arg, req);
+    if (root == NULL)
         return;
-    fl_actor_t *root = fl_api_root(api);
-    if (root == NULL) {
-        fl_http_respond_error(req, 503, "unavailable", "the supervision tree is not running");
-        return;
-    }
     json_t *tree = fl_tree_json(root);
     fl_actor_unref(root);
     char *text = tree ? json_dumps(tree, JSON_COMPACT) : NULL;
@@ -65,14 +65,9 @@ static void restarted(int status, void *reply, void *arg)
 
 static void post_restart(fl_http_req_t *req, void *arg)
 {
-    fl_api_t *api = arg;
-    if (!allowed(req))
+    fl_actor_t *root = admin_root(arg, req);
+    if (root == NULL)
         return;
-    fl_actor_t *root = fl_api_root(api);
-    if (root == NULL) {
-        fl_http_respond_error(req, 503, "unavailable", "the supervision tree is not running");
-        return;
-    }
     const char *id = fl_http_req_param(req, "child_id");
     fl_log(FL_LOG_WARN, "admin.restart", FL_MSG("an operator restarts a child of the tree"), FL_RID(fl_http_req_id(req)),
            FL_STR("child", id), FL_STR("peer", fl_http_req_peer(req)));

@@ -191,8 +191,9 @@ static void assert_in_actor(const char *expr, const char *file, int line)
         longjmp(*crash_jump, 1);
 }
 
-/* Runs fn protected: an fl_assert failing inside becomes FL_EPROTO with crash_text set. */
-static int protected_handle(fl_actor_t *a, fl_msg_t *msg)
+/* Runs the actor's init (msg NULL) or handle, protected: an fl_assert failing inside becomes
+ * FL_EPROTO with crash_text set, instead of ending the process. */
+static int protected_call(fl_actor_t *a, fl_msg_t *msg)
 {
     jmp_buf jump;
     crash_text[0] = '\0';
@@ -203,24 +204,11 @@ static int protected_handle(fl_actor_t *a, fl_msg_t *msg)
     }
     crash_jump = &jump;
     fl_assert_set_thread_handler(assert_in_actor);
-    int rc = a->behaviour->handle(a, a->state, msg);
-    crash_jump = NULL;
-    fl_assert_set_thread_handler(NULL);
-    return rc;
-}
-
-static int protected_init(fl_actor_t *a)
-{
-    jmp_buf jump;
-    crash_text[0] = '\0';
-    if (setjmp(jump) != 0) {
-        crash_jump = NULL;
-        fl_assert_set_thread_handler(NULL);
-        return FL_EPROTO;
-    }
-    crash_jump = &jump;
-    fl_assert_set_thread_handler(assert_in_actor);
-    int rc = a->behaviour->init ? a->behaviour->init(a, a->init_arg, &a->state) : FL_OK;
+    int rc;
+    if (msg)
+        rc = a->behaviour->handle(a, a->state, msg);
+    else
+        rc = a->behaviour->init ? a->behaviour->init(a, a->init_arg, &a->state) : FL_OK;
     crash_jump = NULL;
     fl_assert_set_thread_handler(NULL);
     return rc;
@@ -282,7 +270,7 @@ bool fl_actor_run_turn(fl_actor_t *a)
 {
     self_actor = a;
     if (!a->started && !a->stopping) {
-        int rc = protected_init(a);
+        int rc = protected_call(a, NULL);
         if (rc != FL_OK) {
             crash(a, rc, "init");
             a->state = NULL;
@@ -330,7 +318,7 @@ bool fl_actor_run_turn(fl_actor_t *a)
             drop_msg(msg, FL_ECLOSED);
             continue;
         }
-        int rc = protected_handle(a, msg);
+        int rc = protected_call(a, msg);
         atomic_fetch_add_explicit(&a->handled, 1, memory_order_relaxed);
         if (rc == FL_STOP_NORMAL)
             set_stop(a, FL_EXIT_NORMAL, "normal");

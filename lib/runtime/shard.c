@@ -45,6 +45,22 @@ struct fl_runtime {
 
 static _Thread_local fl_shard_t *current_shard;
 
+/* With the lock held: whether this post must write the eventfd, i.e. it is the first since the
+ * shard last emptied its lists. A burst of posts costs the shard one wake-up. */
+static bool needs_wake_locked(fl_shard_t *shard)
+{
+    bool wake = !shard->wake_pending;
+    shard->wake_pending = true;
+    return wake;
+}
+
+static void wake_up(fl_shard_t *shard)
+{
+    uint64_t one = 1;
+    while (write(shard->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+}
+
 static void arm_run(fl_shard_t *shard)
 {
     /* A zero timeout rather than event_active: the loop polls for I/O before the next round, so a
@@ -99,14 +115,10 @@ void fl_shard_schedule(fl_shard_t *shard, fl_actor_t *actor)
     else
         shard->in_head = actor;
     shard->in_tail = actor;
-    bool wake = !shard->wake_pending;
-    shard->wake_pending = true;
+    bool wake = needs_wake_locked(shard);
     pthread_mutex_unlock(&shard->lock);
-    if (wake) {
-        uint64_t one = 1;
-        while (write(shard->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
-            ;
-    }
+    if (wake)
+        wake_up(shard);
 }
 
 static void run_tasks(evutil_socket_t fd, short what, void *arg)
@@ -312,14 +324,9 @@ int fl_shard_post(fl_shard_t *shard, fl_task_fn fn, void *arg)
     else
         shard->head = t;
     shard->tail = t;
-    bool wake = !shard->wake_pending;
-    shard->wake_pending = true;
+    bool wake = needs_wake_locked(shard);
     pthread_mutex_unlock(&shard->lock);
-
-    if (wake) {
-        uint64_t one = 1;
-        while (write(shard->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
-            ;
-    }
+    if (wake)
+        wake_up(shard);
     return FL_OK;
 }

@@ -156,4 +156,37 @@ static inline long get_count(fl_actor_t *a)
     return v;
 }
 
+/* How an actor (or a supervisor) ended, for tests that watch it end. */
+typedef struct {
+    atomic_int calls;
+    atomic_int kind;
+    char reason[512];
+} exit_seen_t;
+
+static inline void on_exit_record(fl_actor_t *actor, int kind, const char *reason, void *arg)
+{
+    (void)actor;
+    exit_seen_t *seen = arg;
+    snprintf(seen->reason, sizeof(seen->reason), "%s", reason);
+    atomic_store(&seen->kind, kind);
+    atomic_fetch_add(&seen->calls, 1);
+}
+
+/* A started runtime of two shards for a test group. */
+static fl_runtime_t *rt;
+
+static inline int runtime_setup(fl_log_level_t level)
+{
+    fl_log_init(level, FL_LOG_JSON);
+    return fl_runtime_new(2, &rt) == FL_OK && fl_runtime_start(rt) == FL_OK ? 0 : -1;
+}
+
+static inline int runtime_teardown(void **state)
+{
+    (void)state;
+    fl_runtime_stop(rt);
+    fl_runtime_free(rt);
+    return 0;
+}
+
 #endif

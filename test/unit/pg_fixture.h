@@ -17,7 +17,7 @@ static const char *fixture_name;
 static char *databases[PG_FIXTURE_MAX_DATABASES]; /* name, conninfo, name, conninfo, ... */
 static int ndatabases;
 
-static void quiet_notices(void *arg, const char *message)
+static inline void quiet_notices(void *arg, const char *message)
 {
     (void)arg;
     (void)message;
@@ -141,21 +141,28 @@ static inline int pg_fixture_setup(const char *name)
     return 0;
 }
 
-static inline void pg_fixture_teardown(void)
+/* Drops every database the file made; -1 (and a line on stderr) when one could not be dropped. */
+static inline int pg_fixture_teardown(void)
 {
     if (admin_url == NULL || admin_url[0] == '\0')
-        return;
+        return 0;
     PGconn *pg = PQconnectdb(admin_url);
+    int rc = 0;
     for (int i = 0; i < ndatabases; i += 2) {
         char sql[256];
         snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", databases[i]);
-        if (PQstatus(pg) == CONNECTION_OK)
-            PQclear(PQexec(pg, sql));
+        PGresult *res = PQexec(pg, sql);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            fprintf(stderr, "%s: cannot drop %s: %s", fixture_name, databases[i], PQerrorMessage(pg));
+            rc = -1;
+        }
+        PQclear(res);
         free(databases[i]);
         free(databases[i + 1]);
     }
     ndatabases = 0;
     PQfinish(pg);
+    return rc;
 }
 
 #endif

@@ -7,38 +7,10 @@
 
 #include "actor_fixture.h"
 
-typedef struct {
-    atomic_int calls;
-    atomic_int kind;
-    char reason[256];
-} exit_seen_t;
-
-static void on_exit_record(fl_actor_t *actor, int kind, const char *reason, void *arg)
-{
-    (void)actor;
-    exit_seen_t *seen = arg;
-    snprintf(seen->reason, sizeof(seen->reason), "%s", reason);
-    atomic_store(&seen->kind, kind);
-    atomic_fetch_add(&seen->calls, 1);
-}
-
-static fl_runtime_t *rt;
-
 static int setup(void **state)
 {
     (void)state;
-    fl_log_init(FL_LOG_ERROR, FL_LOG_JSON);
-    if (fl_runtime_new(2, &rt) != FL_OK || fl_runtime_start(rt) != FL_OK)
-        return -1;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    fl_runtime_stop(rt);
-    fl_runtime_free(rt);
-    return 0;
+    return runtime_setup(FL_LOG_ERROR);
 }
 
 static fl_actor_t *spawn_counter(fixture_t *fx, int shard, int capacity, exit_seen_t *seen)
@@ -272,5 +244,5 @@ int main(void)
         cmocka_unit_test(casts_from_many_threads_are_all_handled),
         cmocka_unit_test(registry_finds_actors_by_name),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, runtime_teardown);
 }

@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "db/db_internal.h"
+#include "pg_fixture.h"
 #include "runtime/runtime.h"
 
 #include <arpa/inet.h>
@@ -26,54 +27,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define MAX_DATABASES 32
-
-static const char *admin_url;
-static char *databases[MAX_DATABASES];
-static int ndatabases;
 static char *migrated; /* conninfo of a database holding the embedded migrations */
-
-/* ---- helpers: plain blocking libpq for the test's own checks ---------------------------------- */
-
-static PGconn *connect_to(const char *conninfo)
-{
-    PGconn *pg = PQconnectdb(conninfo);
-    if (PQstatus(pg) != CONNECTION_OK)
-        fail_msg("cannot connect to %s: %s", conninfo, PQerrorMessage(pg));
-    PQsetNoticeProcessor(pg, db_notice_processor, NULL);
-    return pg;
-}
-
-static void exec_ok(PGconn *pg, const char *sql)
-{
-    PGresult *res = PQexec(pg, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(pg));
-    PQclear(res);
-}
-
-/* The first value of the first row of sql (with up to one text parameter), or NULL. Caller frees. */
-static char *value_of(const char *conninfo, const char *sql, const char *param)
-{
-    PGconn *pg = connect_to(conninfo);
-    const char *values[] = {param};
-    PGresult *res = PQexecParams(pg, sql, param ? 1 : 0, NULL, param ? values : NULL, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(pg));
-    char *v = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) ? strdup(PQgetvalue(res, 0, 0)) : NULL;
-    PQclear(res);
-    PQfinish(pg);
-    return v;
-}
-
-static long long_of(const char *conninfo, const char *sql)
-{
-    char *v = value_of(conninfo, sql, NULL);
-    long n = v ? atol(v) : -1;
-    free(v);
-    return n;
-}
 
 static bool table_exists(const char *conninfo, const char *table)
 {
@@ -81,54 +35,6 @@ static bool table_exists(const char *conninfo, const char *table)
     bool exists = v && strcmp(v, "t") == 0;
     free(v);
     return exists;
-}
-
-/* ' and \ escaped for a key='value' conninfo. */
-static void append_quoted(char *out, size_t outlen, const char *key, const char *value)
-{
-    size_t len = strlen(out);
-    len += (size_t)snprintf(out + len, outlen - len, "%s%s='", len ? " " : "", key);
-    for (const char *c = value; *c && len + 3 < outlen; c++) {
-        if (*c == '\'' || *c == '\\')
-            out[len++] = '\\';
-        out[len++] = *c;
-    }
-    snprintf(out + len, outlen - len, "'");
-}
-
-/* DATABASE_URL with another database name, as a key=value conninfo. */
-static char *conninfo_for(const char *dbname)
-{
-    char *perr = NULL;
-    PQconninfoOption *opts = PQconninfoParse(admin_url, &perr);
-    if (opts == NULL)
-        fail_msg("DATABASE_URL cannot be parsed: %s", perr ? perr : "out of memory");
-    char out[2048] = "";
-    for (PQconninfoOption *o = opts; o->keyword; o++)
-        if (o->val != NULL && strcmp(o->keyword, "dbname") != 0)
-            append_quoted(out, sizeof(out), o->keyword, o->val);
-    append_quoted(out, sizeof(out), "dbname", dbname);
-    PQconninfoFree(opts);
-    return strdup(out);
-}
-
-/* A new empty database; returns its conninfo (freed at the end). */
-static char *new_database(const char *suffix)
-{
-    assert_true(ndatabases + 2 <= MAX_DATABASES);
-    char name[128], sql[256];
-    snprintf(name, sizeof(name), "fleetd_test_db_%d_%s", (int)getpid(), suffix);
-    PGconn *pg = connect_to(admin_url);
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    exec_ok(pg, sql);
-    snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
-    exec_ok(pg, sql);
-    PQfinish(pg);
-    databases[ndatabases++] = strdup(name);
-    char *conninfo = conninfo_for(name);
-    /* kept with the name so teardown frees both */
-    databases[ndatabases++] = conninfo;
-    return conninfo;
 }
 
 /* A TCP listener that never answers: connecting completes (the kernel's backlog) and libpq then
@@ -179,48 +85,15 @@ static int count_migrations(const fl_migration_t *list)
 static int group_setup(void **state)
 {
     (void)state;
-    admin_url = getenv("DATABASE_URL");
-    if (admin_url == NULL || admin_url[0] == '\0') {
-        fprintf(stderr,
-                "test_db: DATABASE_URL is not set. These tests need a PostgreSQL superuser URL, e.g.\n"
-                "  DATABASE_URL='postgresql:///postgres?host=/tmp/pgdb&user=postgres' %s\n"
-                "(scripts/test starts a throwaway server and sets it).\n",
-                "test_db");
+    if (pg_fixture_setup("db") != 0)
         return -1;
-    }
-    PGconn *pg = PQconnectdb(admin_url);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        fprintf(stderr, "test_db: cannot connect to DATABASE_URL: %s", PQerrorMessage(pg));
-        PQfinish(pg);
-        return -1;
-    }
-    PQfinish(pg);
-    if (sodium_init() < 0)
-        return -1;
-    return 0;
+    return sodium_init() < 0 ? -1 : 0;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    if (admin_url == NULL || admin_url[0] == '\0')
-        return 0;
-    PGconn *pg = PQconnectdb(admin_url);
-    int rc = 0;
-    for (int i = 0; i < ndatabases; i += 2) {
-        char sql[256];
-        snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", databases[i]);
-        PGresult *res = PQexec(pg, sql);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-            fprintf(stderr, "test_db: cannot drop %s: %s", databases[i], PQerrorMessage(pg));
-            rc = -1;
-        }
-        PQclear(res);
-        free(databases[i]);
-        free(databases[i + 1]);
-    }
-    PQfinish(pg);
-    return rc;
+    return pg_fixture_teardown();
 }
 
 /* ---- the migrations runner ---------------------------------------------------------------------- */

@@ -19,7 +19,6 @@ typedef struct {
     int shard;
 } subscriber_t;
 
-static fl_runtime_t *rt;
 static fl_pubsub_t *ps;
 static fl_actor_t *sup;
 static subscriber_t subs[2][SUBS_PER_SHARD];

@@ -9,38 +9,10 @@
 
 #include <jansson.h>
 
-static fl_runtime_t *rt;
-
 static int setup(void **state)
 {
     (void)state;
-    fl_log_init(FL_LOG_OFF, FL_LOG_JSON);
-    if (fl_runtime_new(2, &rt) != FL_OK || fl_runtime_start(rt) != FL_OK)
-        return -1;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    fl_runtime_stop(rt);
-    fl_runtime_free(rt);
-    return 0;
-}
-
-typedef struct {
-    atomic_int calls;
-    atomic_int kind;
-    char reason[512];
-} exit_seen_t;
-
-static void root_exit(fl_actor_t *actor, int kind, const char *reason, void *arg)
-{
-    (void)actor;
-    exit_seen_t *seen = arg;
-    snprintf(seen->reason, sizeof(seen->reason), "%s", reason);
-    atomic_store(&seen->kind, kind);
-    atomic_fetch_add(&seen->calls, 1);
+    return runtime_setup(FL_LOG_OFF);
 }
 
 /* Three counters a, b, c spread over both shards. */
@@ -67,7 +39,7 @@ static fl_actor_t *start_sup(fl_strategy_t strategy, int max_restarts, exit_seen
     static fl_sup_spec_t spec;
     spec = (fl_sup_spec_t){.strategy = strategy, .max_restarts = max_restarts, .period_ms = 5000, .children = kids, .nchildren = 3};
     fl_actor_t *sup = NULL;
-    assert_int_equal(fl_sup_start(fl_runtime_shard(rt, 0), "root", &spec, seen ? root_exit : NULL, seen, 5000, &sup), FL_OK);
+    assert_int_equal(fl_sup_start(fl_runtime_shard(rt, 0), "root", &spec, seen ? on_exit_record : NULL, seen, 5000, &sup), FL_OK);
     return sup;
 }
 
@@ -392,5 +364,5 @@ int main(void)
         cmocka_unit_test(init_failure_within_intensity_is_retried),
         cmocka_unit_test(init_failing_for_good_fails_the_start),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, runtime_teardown);
 }

@@ -13,7 +13,6 @@
 
 #include <jansson.h>
 
-static fl_runtime_t *rt;
 static fl_db_service_t *dbs;
 static fl_pubsub_t *ps;
 static fl_trackers_t *tr;
