@@ -1,9 +1,16 @@
 /* One PostgreSQL connection on an event loop, as a state machine:
  *   WAITING --retry timer--> CONNECTING --PQconnectPoll OK--> UP --lost--> WAITING
  * Connecting is PQconnectStart/PQconnectPoll under our own deadline; once up, the socket is in
- * nonblocking mode and one query at a time goes out with PQsendQueryParams/PQflush and comes
+ * nonblocking mode and one request at a time goes out with PQsendQueryParams/PQflush and comes
  * back through PQconsumeInput/PQisBusy/PQgetResult, so the loop thread never waits on the
- * database. What the connection learns goes to its owner through db_conn_ops_t. */
+ * database. A transaction is one request, sent as one pipeline:
+ *   BEGIN, the statements, sync, COMMIT, sync
+ * After a failure PostgreSQL skips the rest up to the first sync and leaves the session in an
+ * aborted transaction block, where COMMIT means ROLLBACK: so the COMMIT behind the first sync
+ * commits a good transaction and cleans up after a bad one, in the same round trip.
+ * The socket is watched for reading for as long as the connection is up, so a NOTIFY is read
+ * between requests as well as in the middle of one. What the connection learns goes to its owner
+ * through db_conn_ops_t. */
 #include "db_internal.h"
 
 #include <event2/event.h>
@@ -24,7 +31,14 @@ struct db_conn {
     struct event *timer_ev;      /* waiting: the retry; connecting: the deadline; up: the in-flight watchdog */
     bool flushing;
     db_request_t *inflight;
-    PGresult *res;   /* the in-flight request's result so far */
+    PGresult *res; /* a query: its result so far; a transaction: the result of its first failure */
+    /* The transaction in flight: the slot its next result fills (0 BEGIN, 1..n the statements,
+     * n+1 the first sync, n+2 COMMIT, n+3 the last sync), whether that slot's result came (its
+     * NULL is next), and its first failure: res, or tx_why when there is no result to show. */
+    int tx_slot;
+    bool tx_answered;
+    int tx_failed_index;
+    const char *tx_why;
     char fatal[200]; /* a FATAL the server sent while we were idle: why it is about to close */
     int failures;    /* failed attempts since the connection was last up */
     int64_t down_since_ms;
@@ -61,6 +75,64 @@ static void free_event(struct event **ev)
     }
 }
 
+static void tx_reset(db_conn_t *c)
+{
+    PQclear(c->res);
+    c->res = NULL;
+    c->tx_slot = 0;
+    c->tx_answered = false;
+    c->tx_failed_index = -1;
+    c->tx_why = NULL;
+}
+
+/* Records the transaction's first failure (what follows is its consequence); takes res. */
+static void tx_fail(db_conn_t *c, PGresult *res, int index, const char *why)
+{
+    if (c->res != NULL || c->tx_why != NULL) {
+        PQclear(res);
+        return;
+    }
+    c->res = res;
+    c->tx_failed_index = index;
+    c->tx_why = res != NULL ? NULL : why;
+}
+
+/* Finishes r, the transaction that was in flight, with its recorded outcome: the first failure,
+ * else success. */
+static void tx_finish(db_conn_t *c, db_request_t *r)
+{
+    if (c->res != NULL) {
+        int status = db_error_status(c->res);
+        r->failed_index = status == FL_EUNAVAIL ? -1 : c->tx_failed_index;
+        db_request_finish(r, status, c->res, NULL);
+        c->res = NULL;
+    } else if (c->tx_why != NULL) {
+        r->failed_index = c->tx_failed_index;
+        db_request_finish(r, FL_EIO, NULL, c->tx_why);
+    } else {
+        db_request_finish(r, FL_OK, NULL, NULL);
+    }
+    tx_reset(c);
+}
+
+/* The connection is going away with r in flight. A transaction whose outcome is already known
+ * reports it: a statement was refused (the server rolls back whatever happens next), or COMMIT
+ * answered (only the last sync is missing). Otherwise nobody knows whether its COMMIT got through:
+ * FL_EUNAVAIL. A query gets `status`. */
+static void fail_inflight(db_conn_t *c, db_request_t *r, int status, const char *why)
+{
+    int commit_slot = r->nstmts + 2;
+    bool known = c->res != NULL || c->tx_why != NULL || c->tx_slot > commit_slot || (c->tx_slot == commit_slot && c->tx_answered);
+    if (r->kind == DB_REQ_TX && known) {
+        tx_finish(c, r);
+    } else {
+        if (r->kind == DB_REQ_TX)
+            status = FL_EUNAVAIL;
+        db_request_finish(r, status, NULL, why);
+    }
+    c->cfg.ops->done(c->cfg.owner, r);
+}
+
 /* Events first: the socket they watch closes with the PGconn. */
 static void close_pg(db_conn_t *c)
 {
@@ -69,8 +141,7 @@ static void close_pg(db_conn_t *c)
     free_event(&c->wr_ev);
     event_del(c->timer_ev);
     c->flushing = false;
-    PQclear(c->res);
-    c->res = NULL;
+    tx_reset(c);
     c->fatal[0] = '\0';
     if (c->pg != NULL) {
         PQfinish(c->pg);
@@ -113,6 +184,12 @@ static void lost(db_conn_t *c, const char *why)
     reason_of(c, why, reason, sizeof(reason));
     db_request_t *r = c->inflight;
     c->inflight = NULL;
+    if (r != NULL) {
+        char err[sizeof(r->err)];
+        db_errf(err, sizeof(err), "the connection dropped with the %s in flight: %s",
+                r->kind == DB_REQ_TX ? "transaction" : "query", reason);
+        fail_inflight(c, r, FL_EUNAVAIL, err);
+    }
     close_pg(c);
     c->failures = 0;
     c->down_since_ms = fl_now_mono_ms();
@@ -122,12 +199,6 @@ static void lost(db_conn_t *c, const char *why)
     arm_timer(c, delay);
     fl_log(FL_LOG_WARN, "db.disconnected", FL_MSG("lost the connection to PostgreSQL"), FL_INT("conn", c->cfg.id),
            FL_STR("reason", reason), FL_INT("reconnect_in_ms", delay));
-    if (r != NULL) {
-        char err[sizeof(r->err)];
-        db_errf(err, sizeof(err), "the connection dropped with the query in flight: %s", reason);
-        db_request_finish(r, FL_EUNAVAIL, NULL, err);
-        c->cfg.ops->done(c->cfg.owner, r);
-    }
     c->cfg.ops->state(c->cfg.owner, c, false);
 }
 
@@ -212,7 +283,9 @@ static void on_connect_io(evutil_socket_t fd, short what, void *arg)
     c->cfg.ops->settle(c->cfg.owner);
 }
 
-/* Finishes the in-flight request with what PQgetResult gave. */
+/* ---- a query's results ---- */
+
+/* Finishes the in-flight query with what PQgetResult gave. */
 static void complete(db_conn_t *c)
 {
     db_request_t *r = c->inflight;
@@ -232,9 +305,14 @@ static void complete(db_conn_t *c)
     c->cfg.ops->done(c->cfg.owner, r);
 }
 
-/* Reads what results are complete. COPY would leave the connection waiting for data we never
- * send, so it costs the connection. */
-static void collect(db_conn_t *c)
+static bool is_copy(ExecStatusType st)
+{
+    return st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH;
+}
+
+/* Reads what results of the in-flight query are complete. COPY would leave the connection waiting
+ * for data we never send, so it costs the connection. */
+static void collect_query(db_conn_t *c)
 {
     while (c->state == CONN_UP && c->inflight != NULL && !PQisBusy(c->pg)) {
         PGresult *res = PQgetResult(c->pg);
@@ -243,7 +321,7 @@ static void collect(db_conn_t *c)
             return;
         }
         ExecStatusType st = PQresultStatus(res);
-        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH) {
+        if (is_copy(st)) {
             PQclear(res);
             db_request_t *r = c->inflight;
             c->inflight = NULL;
@@ -263,6 +341,109 @@ static void collect(db_conn_t *c)
         }
     }
 }
+
+/* ---- a transaction's results ---- */
+
+/* Its last sync came: the transaction is over, and the connection leaves pipeline mode. */
+static void complete_tx(db_conn_t *c)
+{
+    db_request_t *r = c->inflight;
+    c->inflight = NULL;
+    event_del(c->timer_ev);
+    tx_finish(c, r);
+    c->cfg.ops->done(c->cfg.owner, r);
+    if (PQexitPipelineMode(c->pg) != 1)
+        lost(c, PQerrorMessage(c->pg));
+}
+
+/* Files one result of the in-flight transaction into its slot; false when it makes no sense there. */
+static bool file_tx_result(db_conn_t *c, db_request_t *r, PGresult *res)
+{
+    int n = r->nstmts, slot = c->tx_slot;
+    ExecStatusType st = PQresultStatus(res);
+    bool sync_slot = slot == n + 1 || slot == n + 3;
+    if (st == PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        if (!sync_slot)
+            return false;
+        c->tx_slot++; /* no NULL follows a sync */
+        return true;
+    }
+    if (sync_slot || c->tx_answered) {
+        PQclear(res);
+        return false;
+    }
+    c->tx_answered = true;
+    int index = slot >= 1 && slot <= n ? slot - 1 : -1;
+    switch (st) {
+    case PGRES_COMMAND_OK:
+    case PGRES_TUPLES_OK:
+    case PGRES_EMPTY_QUERY:
+        if (slot == n + 2 && strcmp(PQcmdStatus(res), "COMMIT") != 0)
+            tx_fail(c, NULL, -1, "the transaction was rolled back"); /* "ROLLBACK": after a failure, as expected */
+        if (index >= 0)
+            r->results[index] = res;
+        else
+            PQclear(res);
+        return true;
+    case PGRES_PIPELINE_ABORTED: /* skipped after the failure already recorded */
+        PQclear(res);
+        tx_fail(c, NULL, index, "skipped after an earlier failure");
+        return true;
+    case PGRES_FATAL_ERROR:
+    case PGRES_NONFATAL_ERROR:
+        tx_fail(c, res, index, NULL);
+        return true;
+    default:
+        PQclear(res);
+        if (is_copy(st)) /* the connection is dropped at once: COMMIT never runs */
+            tx_fail(c, NULL, index, "COPY is not supported by fl_db_transaction");
+        return false;
+    }
+}
+
+/* Reads the in-flight transaction's results that are complete, in order. */
+static void collect_tx(db_conn_t *c)
+{
+    db_request_t *r = c->inflight;
+    bool stray_null = false; /* a NULL that ends no result: tolerated once, never in a loop */
+    while (c->state == CONN_UP && c->inflight == r && !PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (res == NULL) {
+            if (c->tx_answered) {
+                c->tx_answered = false;
+                c->tx_slot++;
+                continue;
+            }
+            if (stray_null) {
+                lost(c, "lost track of the transaction's results");
+                return;
+            }
+            stray_null = true;
+            continue;
+        }
+        stray_null = false;
+        arm_timer(c, r->run_timeout_ms); /* an answer: the server is alive, however long the rest takes */
+        if (!file_tx_result(c, r, res)) {
+            lost(c, "an unexpected result in the transaction's pipeline");
+            return;
+        }
+        if (c->tx_slot == r->nstmts + 4) {
+            complete_tx(c);
+            return;
+        }
+    }
+}
+
+static void collect(db_conn_t *c)
+{
+    if (c->inflight != NULL && c->inflight->kind == DB_REQ_TX)
+        collect_tx(c);
+    else
+        collect_query(c);
+}
+
+/* ---- events ---- */
 
 /* Writes what libpq has buffered; false when the connection was lost. */
 static bool flush(db_conn_t *c)
@@ -285,6 +466,19 @@ static bool flush(db_conn_t *c)
     return true;
 }
 
+/* Everything libpq has read: results, then notifications (they come between requests as well as
+ * in the middle of one), then a connection gone bad. */
+static void process_input(db_conn_t *c)
+{
+    collect(c);
+    if (c->state != CONN_UP)
+        return;
+    for (PGnotify *n; (n = PQnotifies(c->pg)) != NULL;)
+        c->cfg.ops->notify(c->cfg.owner, n);
+    if (PQstatus(c->pg) == CONNECTION_BAD)
+        lost(c, PQerrorMessage(c->pg));
+}
+
 static void on_readable(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -296,23 +490,20 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
     }
     if (c->flushing && !flush(c))
         goto out;
-    collect(c);
-    if (c->state != CONN_UP)
-        goto out;
-    for (PGnotify *n; (n = PQnotifies(c->pg)) != NULL;)
-        PQfreemem(n);
-    if (PQstatus(c->pg) == CONNECTION_BAD)
-        lost(c, PQerrorMessage(c->pg));
+    process_input(c);
 out:
     c->cfg.ops->settle(c->cfg.owner);
 }
 
+/* When a write would block libpq reads what has arrived (so a server answering a long pipeline
+ * cannot deadlock with us): no readable event will announce those bytes, so look at them here. */
 static void on_writable(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     db_conn_t *c = arg;
-    flush(c);
+    if (flush(c))
+        process_input(c);
     c->cfg.ops->settle(c->cfg.owner);
 }
 
@@ -338,16 +529,16 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         db_request_t *r = c->inflight;
         c->inflight = NULL;
         snprintf(why, sizeof(why), "no answer from the database within %d ms", r != NULL ? r->run_timeout_ms : 0);
-        if (r != NULL) {
-            db_request_finish(r, FL_ETIMEDOUT, NULL, why);
-            c->cfg.ops->done(c->cfg.owner, r);
-        }
+        if (r != NULL)
+            fail_inflight(c, r, FL_ETIMEDOUT, why);
         lost(c, why);
         break;
     }
     }
     c->cfg.ops->settle(c->cfg.owner);
 }
+
+/* ---- the interface ---- */
 
 int db_conn_new(const db_conn_config_t *cfg, db_conn_t **out)
 {
@@ -361,6 +552,7 @@ int db_conn_new(const db_conn_config_t *cfg, db_conn_t **out)
         return FL_ENOMEM;
     }
     c->state = CONN_WAITING;
+    c->tx_failed_index = -1;
     c->down_since_ms = fl_now_mono_ms();
     c->reported_ms = -1;
     start_attempt(c);
@@ -388,11 +580,37 @@ bool db_conn_ready(const db_conn_t *c)
     return c->state == CONN_UP && c->inflight == NULL;
 }
 
+static int send_stmt(PGconn *pg, const fl_db_stmt_t *s)
+{
+    return PQsendQueryParams(pg, s->sql, s->nparams, NULL, s->values, s->lengths, s->formats, 0);
+}
+
+/* Queues the whole transaction in libpq's output buffer (libpq writes it out past 64 KiB, flush()
+ * the rest); false when libpq refused some of it. */
+static bool send_tx(db_conn_t *c, const db_request_t *r)
+{
+    static const fl_db_stmt_t begin = {.sql = "BEGIN"}, commit = {.sql = "COMMIT"};
+    if (PQenterPipelineMode(c->pg) != 1 || !send_stmt(c->pg, &begin))
+        return false;
+    for (int i = 0; i < r->nstmts; i++)
+        if (!send_stmt(c->pg, &r->stmts[i]))
+            return false;
+    return PQpipelineSync(c->pg) == 1 && send_stmt(c->pg, &commit) && PQpipelineSync(c->pg) == 1;
+}
+
 void db_conn_send(db_conn_t *c, db_request_t *r)
 {
     fl_assert(db_conn_ready(c));
     c->inflight = r;
-    if (!PQsendQueryParams(c->pg, r->sql, r->nparams, NULL, r->values, NULL, NULL, 0)) {
+    if (r->kind == DB_REQ_TX) {
+        tx_reset(c);
+        if (!send_tx(c, r)) {
+            /* Part of it may be on its way already: only a new connection is in a known state. */
+            const char *why = PQerrorMessage(c->pg);
+            lost(c, why != NULL && *why ? why : "libpq refused to queue the transaction");
+            return;
+        }
+    } else if (!send_stmt(c->pg, &r->stmts[0])) {
         if (PQstatus(c->pg) == CONNECTION_OK) {
             /* Refused by libpq before anything was sent: the request's fault, not the connection's. */
             char err[160];
@@ -413,8 +631,7 @@ db_request_t *db_conn_take_inflight(db_conn_t *c)
 {
     db_request_t *r = c->inflight;
     c->inflight = NULL;
-    PQclear(c->res);
-    c->res = NULL;
+    tx_reset(c);
     if (c->state == CONN_UP)
         event_del(c->timer_ev);
     return r;

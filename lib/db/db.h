@@ -2,7 +2,8 @@
  * fleetd db: PostgreSQL through libpq, in two shapes.
  *  - fl_db_migrate: the blocking migrations runner behind `fleetd migrate` (command line only).
  *  - fl_db_t: an asynchronous connection owned by one shard and driven by that shard's event
- *    loop; the loop thread never blocks on the database.
+ *    loop; the loop thread never blocks on the database. Single queries, pipelined transactions
+ *    (one round trip each) and LISTEN/NOTIFY.
  */
 #ifndef FL_DB_H
 #define FL_DB_H
@@ -81,7 +82,8 @@ typedef struct {
 int fl_db_new(fl_shard_t *shard, const fl_db_options_t *opts, fl_db_t **out);
 
 /* On the shard's thread (a result callback may call it) or after the runtime has stopped, and
- * before fl_runtime_free. Callbacks still pending run at once with FL_ECLOSED. NULL is a no-op. */
+ * before fl_runtime_free. Callbacks still pending (queries, transactions) run at once with
+ * FL_ECLOSED; listeners are not called again. NULL is a no-op. */
 void fl_db_free(fl_db_t *db);
 
 /* Result callback: runs on the owning shard's thread exactly once per accepted query.
@@ -99,8 +101,76 @@ typedef void (*fl_db_result_fn)(const PGresult *res, int status, const char *err
 /* Queues a parameterised query (text parameters, NULL meaning SQL NULL; sql and values are
  * copied). Only on the owning shard's thread. Returns at once, never running cb itself:
  * FL_OK (cb will run), FL_EUNAVAIL (not connected now), FL_EFULL (max_queued waiting),
- * FL_EINVAL, FL_ENOMEM or FL_ECLOSED; on any of these cb never runs. */
+ * FL_EINVAL, FL_ENOMEM or FL_ECLOSED; on any of these cb never runs.
+ * Queries from different callers interleave on the connection: never BEGIN/COMMIT through it,
+ * use fl_db_transaction. */
 int fl_db_query(fl_db_t *db, const char *sql, int nparams, const char *const *values, fl_db_result_fn cb, void *arg);
+
+/* One statement and its parameters. Parameters are text unless formats says otherwise; a binary
+ * parameter (format 1) is lengths[i] bytes taken as they are, zero bytes included, so a raw body
+ * goes into a bytea without hex (the server infers each parameter's type from the statement:
+ * write $1::bytea where the context does not say). Results always come back as text. */
+typedef struct {
+    const char *sql;
+    int nparams;               /* 0 to 65535 */
+    const char *const *values; /* nparams entries; a NULL entry is SQL NULL */
+    const int *lengths;        /* NULL: all text; else per parameter, read for the binary ones (>= 0) */
+    const int *formats;        /* NULL: all text; else per parameter, 0 text or 1 binary */
+} fl_db_stmt_t;
+
+/* fl_db_query for one fl_db_stmt_t: same queueing, callback and return codes (FL_EINVAL also for
+ * a format other than 0 or 1, or a binary parameter without its length). Everything is copied. */
+int fl_db_query_stmt(fl_db_t *db, const fl_db_stmt_t *stmt, fl_db_result_fn cb, void *arg);
+
+/* Transaction callback: runs once on the owning shard's thread.
+ * status FL_OK: committed; results[i] is statement i's result (PGRES_COMMAND_OK, PGRES_TUPLES_OK,
+ *   or PGRES_EMPTY_QUERY for a statement that is only a comment), the db's, valid during the call.
+ * Otherwise results is NULL, err says why and failed_index is the statement that failed (-1 for
+ * BEGIN, COMMIT or the connection). What was committed then:
+ *   FL_EUNAVAIL  the connection dropped (or stopped answering) before COMMIT's answer: it may or
+ *                may not have committed (make a retry safe with unique keys);
+ *   FL_ECLOSED   fl_db_free was called: the same, if it was already sent;
+ *   FL_EIO       a statement (failed_index) or COMMIT (-1: a deferred constraint, a serialization
+ *                failure) was refused: nothing was committed;
+ *   FL_ETIMEDOUT a statement ran past statement_timeout (failed_index), or it waited longer than
+ *                query_timeout_ms to be sent (-1): nothing was committed. */
+typedef void (*fl_db_tx_fn)(PGresult *const *results, int n, int status, const char *err, int failed_index, void *arg);
+
+/* Runs BEGIN, stmts[0..n-1] in order and COMMIT as one transaction in libpq's pipeline mode: all
+ * sent before any answer is read, so the whole transaction costs one round trip; results are read
+ * in order. When a statement fails PostgreSQL skips the rest and the COMMIT becomes a rollback,
+ * still within that round trip, and the connection is ready for the next request.
+ * n is 1 to 65535; statements must not control the transaction themselves (BEGIN, COMMIT,
+ * SAVEPOINT, ...). Same queueing, bounds, timeouts and return codes as fl_db_query (one transaction
+ * counts as one queued query; the in-flight watchdog restarts with every answer); sql and values
+ * are copied. Only on the owning shard's thread; cb never runs from inside this call. */
+int fl_db_transaction(fl_db_t *db, const fl_db_stmt_t *stmts, int n, fl_db_tx_fn cb, void *arg);
+
+/* ---- LISTEN/NOTIFY ------------------------------------------------------------------------------ */
+
+/* Runs on the owning shard's thread for each notification on channel (payload "" when none);
+ * both strings are valid during the call only. It may call any fl_db_* function, fl_db_free too. */
+typedef void (*fl_db_notify_fn)(const char *channel, const char *payload, void *arg);
+
+#define FL_DB_MAX_LISTENERS 16
+
+/* Listens on channel (1 to 63 bytes, used exactly as given: send with pg_notify('channel', ...)
+ * or NOTIFY "channel"): LISTEN now when connected and again after every reconnect, before any
+ * query queued after this call. fn runs for every notification on channel, whether a query is in
+ * flight or not, until fl_db_unlisten or fl_db_free; arg must live that long.
+ * Notifications are at most once: those sent while the connection is down, or before its LISTEN
+ * has run after a reconnect, are lost and not replayed. Callers must poll as a fallback: once
+ * after fl_db_listen (a query queued after it sees everything a missed notification was about),
+ * then periodically.
+ * Up to FL_DB_MAX_LISTENERS registrations per connection (two for one channel count twice).
+ * Only on the owning shard's thread. FL_OK; FL_EINVAL (channel empty or too long), FL_EFULL,
+ * FL_ENOMEM or FL_ECLOSED. A LISTEN the server refuses is logged (db.listen_failed). */
+int fl_db_listen(fl_db_t *db, const char *channel, fl_db_notify_fn fn, void *arg);
+
+/* Removes the registration (channel, fn, arg) made by fl_db_listen; fn is not called for it
+ * again, even for a notification already received. UNLISTENs when it was the channel's last.
+ * FL_OK or FL_ENOTFOUND. */
+int fl_db_unlisten(fl_db_t *db, const char *channel, fl_db_notify_fn fn, void *arg);
 
 /* Any thread. True while connected. */
 bool fl_db_is_up(const fl_db_t *db);

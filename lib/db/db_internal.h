@@ -1,8 +1,8 @@
 /*
  * lib/db internals: shared by the module's files and its unit tests, nobody else.
  * The connection state machine (conn.c) is kept apart from the query queue (queue.c) and from
- * the fl_db_t that ties them together (db.c), so a pool of connections and pipelining can slot
- * in later without touching the callers' contract.
+ * the fl_db_t that ties them together (db.c), so a pool of connections can slot in later without
+ * touching the callers' contract.
  */
 #ifndef FL_DB_INTERNAL_H
 #define FL_DB_INTERNAL_H
@@ -63,21 +63,31 @@ int db_connect_blocking(const db_params_t *p, int timeout_ms, PGconn **out, char
 
 /* ---- queue.c: requests and their FIFO ------------------------------------------------------------- */
 
+typedef enum {
+    DB_REQ_QUERY,  /* fl_db_query / fl_db_query_stmt: one statement, cb */
+    DB_REQ_TX,     /* fl_db_transaction: BEGIN, the statements, COMMIT in one pipeline, tx_cb */
+    DB_REQ_HEALTH, /* the db's own health query: no callback */
+    DB_REQ_LISTEN, /* the db's own LISTEN or UNLISTEN: no callback */
+} db_request_kind_t;
+
 typedef struct db_request db_request_t;
 struct db_request {
     db_request_t *next;
+    db_request_kind_t kind;
     fl_db_result_fn cb;
+    fl_db_tx_fn tx_cb;
     void *arg;
-    bool health; /* the db's own health query: cb is not used */
-    const char *sql;
-    int nparams;
-    const char *const *values;
+    fl_db_stmt_t *stmts; /* copies, in the request's allocation; one unless kind is DB_REQ_TX */
+    int nstmts;
     int64_t deadline_ms; /* monotonic; still queued by then: FL_ETIMEDOUT */
-    int run_timeout_ms;  /* in flight longer than this: the connection is presumed dead */
-    /* The outcome, set once: status and res (FL_OK, or the error result) or err. */
+    int run_timeout_ms;  /* no answer for longer than this while in flight: the connection is presumed dead */
+    /* The outcome, set once: status and res (FL_OK, or the error result) or err. A transaction
+     * keeps its statements' results in results[] and its failure in res and failed_index. */
     bool finished;
     int status;
     PGresult *res;
+    PGresult **results; /* DB_REQ_TX: nstmts entries, in the request's allocation */
+    int failed_index;
     char err[256];
 };
 
@@ -86,8 +96,14 @@ typedef struct {
     int count;
 } db_queue_t;
 
-/* One allocation holding the request, its SQL and its parameters. NULL on allocation failure. */
-db_request_t *db_request_new(const char *sql, int nparams, const char *const *values);
+/* FL_OK when stmt can be sent as it is (sql set, 0 to 65535 parameters with their values, formats
+ * 0 or 1, a length >= 0 for every binary value); FL_EINVAL otherwise. */
+int db_stmt_check(const fl_db_stmt_t *stmt);
+/* One allocation holding the request, its statements (checked) and their parameters, copied;
+ * failed_index is -1. NULL on allocation failure. */
+db_request_t *db_request_new(db_request_kind_t kind, const fl_db_stmt_t *stmts, int n);
+/* A request of one statement without parameters. */
+db_request_t *db_request_sql(db_request_kind_t kind, const char *sql);
 /* Frees r and its result. */
 void db_request_free(db_request_t *r);
 /* Records the outcome (err NULL when res says it all); the request keeps res. */
@@ -106,12 +122,13 @@ int64_t db_queue_expire(db_queue_t *q, int64_t now, db_queue_t *expired);
 
 typedef struct db_conn db_conn_t;
 
-/* What a connection tells its owner. state and done never run caller code (no result callback),
- * so the connection may keep working after them; settle is the last thing each of the
+/* What a connection tells its owner. state, done and notify never run caller code (no result
+ * callback), so the connection may keep working after them; settle is the last thing each of the
  * connection's event handlers does, and the connection may be freed inside it. */
 typedef struct {
     void (*state)(void *owner, db_conn_t *c, bool up);
-    void (*done)(void *owner, db_request_t *r); /* r is finished; the owner owns it again */
+    void (*done)(void *owner, db_request_t *r);  /* r is finished; the owner owns it again */
+    void (*notify)(void *owner, PGnotify *note); /* a NOTIFY arrived; the owner PQfreemem()s it */
     void (*settle)(void *owner);
 } db_conn_ops_t;
 
@@ -131,7 +148,8 @@ void db_conn_free(db_conn_t *c);
 /* Connected and nothing in flight. */
 bool db_conn_ready(const db_conn_t *c);
 bool db_conn_up(const db_conn_t *c);
-/* Sends r (db_conn_ready must hold). Any failure finishes r through ops->done. */
+/* Sends r (db_conn_ready must hold): one statement, or a transaction as one pipeline. Any failure
+ * finishes r through ops->done. */
 void db_conn_send(db_conn_t *c, db_request_t *r);
 /* The request in flight, which the connection forgets (NULL when none); only right before
  * db_conn_free, since the connection is still in the middle of that query. */

@@ -1,38 +1,117 @@
-/* Queries waiting for a connection: each request is one allocation, the queue a plain FIFO. */
+/* Requests waiting for a connection: each request (one query or a whole transaction) is one
+ * allocation, the queue a plain FIFO. */
 #include "db_internal.h"
 
 #include <stdio.h>
 #include <string.h>
 
-db_request_t *db_request_new(const char *sql, int nparams, const char *const *values)
+static bool is_binary(const fl_db_stmt_t *s, int i)
 {
-    size_t sqllen = strlen(sql) + 1, size = sizeof(db_request_t) + (size_t)nparams * sizeof(char *) + sqllen;
-    for (int i = 0; i < nparams; i++)
-        if (values[i] != NULL)
-            size += strlen(values[i]) + 1;
+    return s->formats != NULL && s->formats[i] == 1;
+}
+
+/* Bytes of parameter i's copy: a binary value as long as it says, text with its NUL. */
+static size_t value_size(const fl_db_stmt_t *s, int i)
+{
+    return is_binary(s, i) ? (size_t)s->lengths[i] : strlen(s->values[i]) + 1;
+}
+
+int db_stmt_check(const fl_db_stmt_t *s)
+{
+    if (s->sql == NULL || s->nparams < 0 || s->nparams > 65535 || (s->nparams > 0 && s->values == NULL))
+        return FL_EINVAL;
+    for (int i = 0; s->formats != NULL && i < s->nparams; i++) {
+        if (s->formats[i] != 0 && s->formats[i] != 1)
+            return FL_EINVAL;
+        if (s->formats[i] == 1 && s->values[i] != NULL && (s->lengths == NULL || s->lengths[i] < 0))
+            return FL_EINVAL;
+    }
+    return FL_OK;
+}
+
+static bool grow(size_t *size, size_t more)
+{
+    return !__builtin_add_overflow(*size, more, size);
+}
+
+/* Layout of the one allocation, in decreasing alignment: the request, its statements, the results
+ * (a transaction), every statement's value pointers, then its lengths and formats, then bytes. */
+db_request_t *db_request_new(db_request_kind_t kind, const fl_db_stmt_t *stmts, int n)
+{
+    size_t nresults = kind == DB_REQ_TX ? (size_t)n : 0, nvalues = 0, nints = 0, nbytes = 0;
+    for (int k = 0; k < n; k++) {
+        const fl_db_stmt_t *s = &stmts[k];
+        nvalues += (size_t)s->nparams;
+        nints += (size_t)s->nparams * ((s->lengths != NULL) + (s->formats != NULL));
+        bool ok = grow(&nbytes, strlen(s->sql) + 1);
+        for (int i = 0; ok && i < s->nparams; i++)
+            ok = s->values[i] == NULL || grow(&nbytes, value_size(s, i));
+        if (!ok)
+            return NULL;
+    }
+    size_t size = sizeof(db_request_t) + (size_t)n * sizeof(fl_db_stmt_t) + nresults * sizeof(PGresult *);
+    if (!grow(&size, nvalues * sizeof(char *)) || !grow(&size, nints * sizeof(int)) || !grow(&size, nbytes))
+        return NULL;
     db_request_t *r = fl_malloc(size);
     if (r == NULL)
         return NULL;
     memset(r, 0, sizeof(*r));
-
-    const char **copies = (const char **)(r + 1);
-    char *text = (char *)(copies + nparams);
-    memcpy(text, sql, sqllen);
-    r->sql = text;
-    text += sqllen;
-    for (int i = 0; i < nparams; i++) {
-        if (values[i] == NULL) {
-            copies[i] = NULL;
-            continue;
-        }
-        size_t len = strlen(values[i]) + 1;
-        memcpy(text, values[i], len);
-        copies[i] = text;
-        text += len;
+    r->kind = kind;
+    r->failed_index = -1;
+    r->nstmts = n;
+    char *at = (char *)(r + 1);
+    r->stmts = (void *)at;
+    at += (size_t)n * sizeof(fl_db_stmt_t);
+    if (nresults > 0) {
+        r->results = (void *)at;
+        memset(r->results, 0, nresults * sizeof(PGresult *));
+        at += nresults * sizeof(PGresult *);
     }
-    r->nparams = nparams;
-    r->values = copies;
+    const char **values = (void *)at;
+    int *ints = (void *)(at + nvalues * sizeof(char *));
+    char *bytes = (char *)(ints + nints);
+
+    for (int k = 0; k < n; k++) {
+        const fl_db_stmt_t *s = &stmts[k];
+        fl_db_stmt_t *copy = &r->stmts[k];
+        *copy = (fl_db_stmt_t){.nparams = s->nparams};
+        size_t len = strlen(s->sql) + 1;
+        memcpy(bytes, s->sql, len);
+        copy->sql = bytes;
+        bytes += len;
+        if (s->nparams == 0)
+            continue;
+        for (int i = 0; i < s->nparams; i++) {
+            if (s->values[i] == NULL) {
+                values[i] = NULL;
+                continue;
+            }
+            len = value_size(s, i);
+            if (len > 0)
+                memcpy(bytes, s->values[i], len);
+            values[i] = bytes;
+            bytes += len;
+        }
+        copy->values = values;
+        values += s->nparams;
+        if (s->lengths != NULL) {
+            memcpy(ints, s->lengths, (size_t)s->nparams * sizeof(int));
+            copy->lengths = ints;
+            ints += s->nparams;
+        }
+        if (s->formats != NULL) {
+            memcpy(ints, s->formats, (size_t)s->nparams * sizeof(int));
+            copy->formats = ints;
+            ints += s->nparams;
+        }
+    }
     return r;
+}
+
+db_request_t *db_request_sql(db_request_kind_t kind, const char *sql)
+{
+    fl_db_stmt_t stmt = {.sql = sql};
+    return db_request_new(kind, &stmt, 1);
 }
 
 void db_request_free(db_request_t *r)
@@ -40,6 +119,8 @@ void db_request_free(db_request_t *r)
     if (r == NULL)
         return;
     PQclear(r->res);
+    for (int i = 0; r->results != NULL && i < r->nstmts; i++)
+        PQclear(r->results[i]);
     fl_free(r);
 }
 
