@@ -3,7 +3,7 @@
  *   root (one_for_one)
  *    |- db        one connection per shard (db:N)
  *    |- pubsub    one actor per shard (pubsub:N)
- *    |- jobs      the job queue's workers (empty until the job queue lands)
+ *    |- jobs      the job queue: committer, listener, queue:NAME producers, stager, cron, rescuer, pruner
  *    |- trackers  one dynamic supervisor per shard (trackers:N), tracker:{fleet} on demand
  *    `- endpoint  accepting HTTP connections
  *
@@ -14,6 +14,7 @@
 #include "api/api.h"
 #include "db/db.h"
 #include "http/http.h"
+#include "jobs/jobs.h"
 #include "runtime/runtime.h"
 #include "tracker/tracker.h"
 
@@ -30,12 +31,13 @@ typedef struct {
     fl_db_service_t *db;
     fl_pubsub_t *ps;
     fl_trackers_t *trackers;
+    fl_jobs_t *jobs;
     fl_api_t *api;
     fl_http_router_t *router;
     fl_http_server_t *http;
     fl_actor_t *root;
     fl_child_spec_t children[5];
-    fl_sup_spec_t jobs_spec, root_spec;
+    fl_sup_spec_t root_spec;
 } daemon_t;
 
 /* ---- the endpoint: an actor whose life is the HTTP listeners accepting ---- */
@@ -174,7 +176,28 @@ static int build(daemon_t *d)
                              .db_arg = d->db};
     if ((rc = fl_trackers_new(d->rt, d->ps, &to, &d->trackers)) != FL_OK)
         return rc;
-    fl_api_deps_t deps = {.cfg = cfg, .db = d->db};
+    fl_jobs_opts_t jo = {.node = cfg->node,
+                         .conninfo = cfg->database_url,
+                         .commit_interval_ms = cfg->jobs_commit_interval_ms,
+                         .commit_max_jobs = cfg->jobs_commit_max,
+                         .commit_timeout_ms = cfg->jobs_commit_timeout_ms,
+                         .max_pending = cfg->jobs_max_pending,
+                         .max_pending_bytes = cfg->jobs_max_pending_bytes,
+                         .poll_interval_ms = cfg->jobs_poll_interval_ms,
+                         .lease_ms = cfg->jobs_lease_ms,
+                         .backoff_base_ms = cfg->jobs_backoff_base_ms,
+                         .backoff_max_ms = cfg->jobs_backoff_max_ms,
+                         /* 0 in the settings means "delete at once"; the engine's 0 means its default */
+                         .prune_completed_s = cfg->jobs_keep_completed_s ? cfg->jobs_keep_completed_s : 1,
+                         .prune_discarded_s = cfg->jobs_keep_discarded_s ? cfg->jobs_keep_discarded_s : 1,
+                         .prune_cancelled_s = cfg->jobs_keep_cancelled_s ? cfg->jobs_keep_cancelled_s : 1};
+    if ((rc = fl_jobs_new(d->rt, d->db, &jo, &d->jobs)) != FL_OK ||
+        (rc = fl_audit_register(d->jobs, cfg->retention_s, cfg->retention_every_s)) != FL_OK)
+        return rc;
+    const fl_sup_spec_t *jobs_spec = fl_jobs_spec(d->jobs);
+    if (jobs_spec == NULL)
+        return FL_ENOMEM;
+    fl_api_deps_t deps = {.cfg = cfg, .db = d->db, .rt = d->rt, .jobs = d->jobs};
     if ((rc = fl_api_new(&deps, &d->api)) != FL_OK)
         return rc;
     if ((d->router = fl_http_router_new()) == NULL)
@@ -182,10 +205,10 @@ static int build(daemon_t *d)
     if ((rc = fl_api_routes(d->api, d->router)) != FL_OK || (rc = fl_http_server_new(cfg, d->router, &d->http)) != FL_OK)
         return rc;
 
-    d->jobs_spec = (fl_sup_spec_t){.strategy = FL_ONE_FOR_ONE, .max_restarts = 3, .period_ms = 5000};
     d->children[0] = (fl_child_spec_t){.id = "db", .sup = fl_db_service_spec(d->db), .restart = FL_RESTART_PERMANENT};
     d->children[1] = (fl_child_spec_t){.id = "pubsub", .sup = fl_pubsub_spec(d->ps), .restart = FL_RESTART_PERMANENT};
-    d->children[2] = (fl_child_spec_t){.id = "jobs", .sup = &d->jobs_spec, .restart = FL_RESTART_PERMANENT};
+    d->children[2] = (fl_child_spec_t){
+        .id = "jobs", .sup = jobs_spec, .restart = FL_RESTART_PERMANENT, .shutdown_ms = fl_jobs_shutdown_ms(d->jobs)};
     d->children[3] = (fl_child_spec_t){
         .id = "trackers", .sup = fl_trackers_spec(d->trackers), .restart = FL_RESTART_PERMANENT, .shutdown_ms = 15000};
     d->children[4] =
@@ -210,6 +233,7 @@ static void teardown(daemon_t *d)
     if (d->router)
         fl_http_router_free(d->router);
     fl_api_free(d->api);
+    fl_jobs_free(d->jobs);
     fl_trackers_free(d->trackers);
     fl_pubsub_free(d->ps);
     fl_db_service_free(d->db);

@@ -25,5 +25,7 @@ extern const command_t cmd_serve;
 extern const command_t cmd_migrate;
 extern const command_t cmd_config;
 extern const command_t cmd_tree;
+extern const command_t cmd_jobs;
+extern const command_t cmd_token;
 
 #endif

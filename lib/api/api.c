@@ -8,6 +8,10 @@ int fl_api_new(const fl_api_deps_t *deps, fl_api_t **out)
     api->deps = *deps;
     atomic_init(&api->draining, false);
     pthread_mutex_init(&api->lock, NULL);
+    if (fl_api_tokens_new(api) != FL_OK) {
+        fl_api_free(api);
+        return FL_ENOMEM;
+    }
     *out = api;
     return FL_OK;
 }
@@ -18,6 +22,7 @@ void fl_api_free(fl_api_t *api)
         return;
     if (api->root)
         fl_actor_unref(api->root);
+    fl_api_tokens_free(api);
     pthread_mutex_destroy(&api->lock);
     fl_free(api);
 }
@@ -56,5 +61,7 @@ int fl_api_routes(fl_api_t *api, fl_http_router_t *router)
     int rc = fl_api_health_routes(api, router);
     if (rc == FL_OK)
         rc = fl_api_admin_routes(api, router);
+    if (rc == FL_OK)
+        rc = fl_api_history_routes(api, router);
     return rc;
 }

@@ -1,6 +1,6 @@
 /*
- * fleetd api: the HTTP routes. Now the operational ones (/health, /ready) and the supervision
- * tree (/admin/tree); status, history, live and ingest arrive with their issues.
+ * fleetd api: the HTTP routes: /health, /ready, the supervision tree (/admin/tree), vehicle
+ * history, and bearer tokens; status, live and ingest arrive with their issues.
  */
 #ifndef FL_API_H
 #define FL_API_H
@@ -8,6 +8,7 @@
 #include "core/core.h"
 #include "db/db.h"
 #include "http/http.h"
+#include "jobs/jobs.h"
 #include "runtime/runtime.h"
 
 typedef struct fl_api fl_api_t;
@@ -15,6 +16,8 @@ typedef struct fl_api fl_api_t;
 typedef struct {
     const fl_config_t *cfg;
     fl_db_service_t *db; /* may be NULL: /ready then reports the database unreachable */
+    fl_runtime_t *rt;    /* the shards: the token cache keeps one partition per shard (NULL: one shared) */
+    fl_jobs_t *jobs;     /* may be NULL: /ready then does not wait for the job queue */
 } fl_api_deps_t;
 
 int fl_api_new(const fl_api_deps_t *deps, fl_api_t **out);
@@ -26,5 +29,18 @@ int fl_api_routes(fl_api_t *api, fl_http_router_t *router);
 void fl_api_set_root(fl_api_t *api, fl_actor_t *root);
 /* Marks fleetd as draining (SIGTERM): /ready answers 503 from then on. Any thread. */
 void fl_api_set_draining(fl_api_t *api);
+
+/* ---- operator bearer tokens ---------------------------------------------------------------------
+ * A token is "fl_" + base64url (no padding) of 32 random bytes: 46 characters. Only its SHA-256
+ * (of those 46 characters) is stored, in tokens.token_hash. */
+#define FL_API_TOKEN_LEN 46
+
+/* A new token into token (FL_API_TOKEN_LEN + 1 bytes with the NUL) and its hash into hash.
+ * FL_OK, or FL_EIO when libsodium cannot initialise. */
+int fl_api_token_new(char *token, unsigned char hash[32]);
+/* The stored hash of a token. */
+void fl_api_token_hash(const char *token, unsigned char hash[32]);
+/* True when s has the shape of a token (it may still be unknown or revoked). */
+bool fl_api_token_well_formed(const char *s);
 
 #endif

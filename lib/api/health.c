@@ -42,6 +42,8 @@ static void get_ready(fl_http_req_t *req, void *arg)
             len = add_reason(body, len, sizeof(body), reason);
         }
     }
+    if (api->deps.jobs && db != NULL && fl_db_service_up(db) && !fl_jobs_ready(api->deps.jobs))
+        len = add_reason(body, len, sizeof(body), "job queue not connected to the database");
     fl_actor_t *root = fl_api_root(api);
     if (root == NULL)
         len = add_reason(body, len, sizeof(body), "supervision tree not running");

@@ -74,6 +74,40 @@ static const fl_setting_t settings[] = {
      "Under a stream of fixes, a fleet's status JSON is rebuilt at most this often (the first change after a quiet spell "
      "shows at once).",
      F(tracker_snapshot_interval_ms)},
+    {"FLEETD_NODE", FL_SET_STRING, "", 0, 0, NULL, false,
+     "This node's name, recorded on the jobs it runs. Empty: the host name and process id.", F(node)},
+    {"FLEETD_JOBS_COMMIT_INTERVAL", FL_SET_DURATION, "5ms", 0, 1 * SEC, NULL, false,
+     "Group commit: the longest an enqueued job (an ingest batch) waits for its transaction.", F(jobs_commit_interval_ms)},
+    {"FLEETD_JOBS_COMMIT_MAX", FL_SET_INT, "500", 1, 100000, NULL, false,
+     "Group commit: a transaction starts at once when this many jobs wait.", F(jobs_commit_max)},
+    {"FLEETD_JOBS_COMMIT_TIMEOUT", FL_SET_DURATION, "5s", 10, 5 * MIN, NULL, false,
+     "An enqueue not durable by then fails (ingest answers 503); the job may still commit, and its unique key makes a retry "
+     "safe.",
+     F(jobs_commit_timeout_ms)},
+    {"FLEETD_JOBS_MAX_PENDING", FL_SET_INT, "10000", 1, 10000000, NULL, false,
+     "Enqueues waiting for a commit; past it new ones are refused at once (ingest answers 503).", F(jobs_max_pending)},
+    {"FLEETD_JOBS_MAX_PENDING_BYTES", FL_SET_BYTES, "64MiB", 1 * MIB, 4096 * MIB, NULL, false,
+     "Bytes of job arguments (ingest bodies) waiting for a commit; past it new enqueues are refused at once.",
+     F(jobs_max_pending_bytes)},
+    {"FLEETD_JOBS_POLL_INTERVAL", FL_SET_DURATION, "1s", 10, 5 * MIN, NULL, false,
+     "Queues look for due jobs this often when no notification (LISTEN/NOTIFY) arrives.", F(jobs_poll_interval_ms)},
+    {"FLEETD_JOBS_LEASE", FL_SET_DURATION, "30s", 300, 60 * MIN, NULL, false,
+     "A running job's lease, renewed every third of it; a job whose lease runs out (its node died) is run again.",
+     F(jobs_lease_ms)},
+    {"FLEETD_JOBS_BACKOFF_BASE", FL_SET_DURATION, "1s", 1, 60 * MIN, NULL, false,
+     "A failed job is retried after base * 2^(attempt - 1), with jitter, up to FLEETD_JOBS_BACKOFF_MAX.", F(jobs_backoff_base_ms)},
+    {"FLEETD_JOBS_BACKOFF_MAX", FL_SET_DURATION, "1h", 1, 24 * 60 * MIN, NULL, false, "The longest wait before a retry.",
+     F(jobs_backoff_max_ms)},
+    {"FLEETD_JOBS_KEEP_COMPLETED", FL_SET_SECONDS, "1h", 0, 3650LL * 86400, NULL, false,
+     "Completed jobs are deleted after this age (the audit trail itself is kept in ingest_batches).", F(jobs_keep_completed_s)},
+    {"FLEETD_JOBS_KEEP_DISCARDED", FL_SET_SECONDS, "14d", 0, 3650LL * 86400, NULL, false,
+     "Discarded jobs (failed for good) are deleted after this age.", F(jobs_keep_discarded_s)},
+    {"FLEETD_JOBS_KEEP_CANCELLED", FL_SET_SECONDS, "7d", 0, 3650LL * 86400, NULL, false,
+     "Cancelled jobs are deleted after this age.", F(jobs_keep_cancelled_s)},
+    {"FLEETD_RETENTION", FL_SET_SECONDS, "90d", 0, 3650LL * 86400, NULL, false,
+     "Positions (and their signed batches) older than this are deleted, in small batches. 0: keep everything.", F(retention_s)},
+    {"FLEETD_RETENTION_EVERY", FL_SET_SECONDS, "1d", 60, 30LL * 86400, NULL, false,
+     "How often the retention job runs (one node per tick).", F(retention_every_s)},
     {NULL, 0, NULL, 0, 0, NULL, false, NULL, 0},
 };
 
@@ -109,7 +143,9 @@ typedef struct {
 
 static const unit_t byte_units[] = {{"", 1},    {"B", 1},        {"KiB", KIB},        {"K", KIB},        {"KB", 1000}, {"MiB", MIB},
                                     {"M", MIB}, {"MB", 1000000}, {"GiB", 1024 * MIB}, {"G", 1024 * MIB}, {NULL, 0}};
-static const unit_t duration_units[] = {{"", 1}, {"ms", 1}, {"s", SEC}, {"m", MIN}, {"min", MIN}, {"h", 60 * MIN}, {NULL, 0}};
+static const unit_t duration_units[] = {{"", 1},      {"ms", 1},       {"s", SEC},           {"m", MIN},
+                                        {"min", MIN}, {"h", 60 * MIN}, {"d", 24 * 60 * MIN}, {NULL, 0}};
+static const unit_t seconds_units[] = {{"", 1}, {"s", 1}, {"m", 60}, {"min", 60}, {"h", 3600}, {"d", 86400}, {NULL, 0}};
 
 static bool parse_number(const char *text, const unit_t *units, long long *out)
 {
@@ -145,6 +181,14 @@ static void format_number(long long n, fl_setting_type_t type, char *out, size_t
         snprintf(out, outlen, "%llds", n / SEC);
     else if (type == FL_SET_DURATION)
         snprintf(out, outlen, "%lldms", n);
+    else if (type == FL_SET_SECONDS && n > 0 && n % 86400 == 0)
+        snprintf(out, outlen, "%lldd", n / 86400);
+    else if (type == FL_SET_SECONDS && n > 0 && n % 3600 == 0)
+        snprintf(out, outlen, "%lldh", n / 3600);
+    else if (type == FL_SET_SECONDS && n > 0 && n % 60 == 0)
+        snprintf(out, outlen, "%lldm", n / 60);
+    else if (type == FL_SET_SECONDS)
+        snprintf(out, outlen, "%llds", n);
     else
         snprintf(out, outlen, "%lld", n);
 }
@@ -226,23 +270,27 @@ int fl_config_set(fl_config_t *cfg, const char *name, const char *value, char *e
     }
     case FL_SET_INT:
     case FL_SET_BYTES:
-    case FL_SET_DURATION: {
+    case FL_SET_DURATION:
+    case FL_SET_SECONDS: {
         char lo[32], hi[32];
         format_number(s->min, s->type, lo, sizeof(lo));
         format_number(s->max, s->type, hi, sizeof(hi));
         snprintf(range, sizeof(range), "%s..%s", lo, hi);
         const unit_t *units = s->type == FL_SET_BYTES      ? byte_units
                               : s->type == FL_SET_DURATION ? duration_units
+                              : s->type == FL_SET_SECONDS  ? seconds_units
                                                            : (const unit_t[]){{"", 1}, {NULL, 0}};
         if (!parse_number(value, units, &n)) {
             const char *what = s->type == FL_SET_BYTES      ? "a size (e.g. 1048576, 64KiB, 1MiB)"
                                : s->type == FL_SET_DURATION ? "a duration (e.g. 500ms, 10s, 2m; a bare number is ms)"
+                               : s->type == FL_SET_SECONDS  ? "a duration (e.g. 90s, 30m, 12h, 90d; a bare number is seconds)"
                                                             : "a whole number";
             return fail(err, errlen, "%s: \"%s\" is not %s; allowed range %s", name, value, what, range);
         }
         if (n < s->min || n > s->max)
             return fail(err, errlen, "%s: %s is out of range; allowed range %s", name, value, range);
-        if (s->type == FL_SET_BYTES && s->offset == offsetof(fl_config_t, max_body_bytes))
+        if (s->type == FL_SET_BYTES &&
+            (s->offset == offsetof(fl_config_t, max_body_bytes) || s->offset == offsetof(fl_config_t, jobs_max_pending_bytes)))
             *(long *)field = (long)n;
         else
             *(int *)field = (int)n;
@@ -350,7 +398,9 @@ void fl_config_format(const fl_config_t *cfg, const fl_setting_t *s, char *out, 
         snprintf(out, outlen, "%s", choice_name(s->choices, *(const int *)field, tmp, sizeof(tmp)));
         break;
     default: {
-        long long n = s->offset == offsetof(fl_config_t, max_body_bytes) ? *(const long *)field : *(const int *)field;
+        bool is_long =
+            s->offset == offsetof(fl_config_t, max_body_bytes) || s->offset == offsetof(fl_config_t, jobs_max_pending_bytes);
+        long long n = is_long ? *(const long *)field : *(const int *)field;
         format_number(n, s->type, out, outlen);
     }
     }
@@ -359,7 +409,7 @@ void fl_config_format(const fl_config_t *cfg, const fl_setting_t *s, char *out, 
 void fl_config_markdown(void *file)
 {
     FILE *f = file;
-    static const char *type_names[] = {"string", "integer", "size", "duration", "boolean", "one of"};
+    static const char *type_names[] = {"string", "integer", "size", "duration", "boolean", "one of", "duration"};
     fputs("# fleetd configuration\n\n"
           "<!-- Generated by `fleetd config --markdown` from the settings table in lib/core/config.c;\n"
           "     test/integration/config_docs.test.mjs fails when this file and the table disagree. -->\n\n"
@@ -367,8 +417,9 @@ void fl_config_markdown(void *file)
           "`FLEETD_CONFIG` (lines of `NAME=VALUE`, `#` comments, the same format as a systemd\n"
           "`EnvironmentFile`), then the environment. `fleetd config` prints the values in effect\n"
           "(secrets shown as `(set)`).\n\n"
-          "Sizes take `B`, `KiB`, `MiB`, `GiB` (or a bare number of bytes); durations take `ms`, `s`, `m`, `h`\n"
-          "(a bare number is milliseconds). A value that does not parse or is out of range stops fleetd\n"
+          "Sizes take `B`, `KiB`, `MiB`, `GiB` (or a bare number of bytes); durations take `ms`, `s`, `m`, `h`,\n"
+          "`d` (a bare number is milliseconds, or seconds for the retention and job-keeping ages). A value that does not parse or "
+          "is out of range stops fleetd\n"
           "with one line naming the setting, and exit status 2.\n\n"
           "| setting | type | default | range | meaning |\n"
           "|---|---|---|---|---|\n",
@@ -377,7 +428,7 @@ void fl_config_markdown(void *file)
         char def[64] = "", lo[32], hi[32], range[80] = "";
         if (s->def)
             snprintf(def, sizeof(def), "`%s`", s->def[0] ? s->def : "\"\"");
-        if (s->type == FL_SET_INT || s->type == FL_SET_BYTES || s->type == FL_SET_DURATION) {
+        if (s->type == FL_SET_INT || s->type == FL_SET_BYTES || s->type == FL_SET_DURATION || s->type == FL_SET_SECONDS) {
             format_number(s->min, s->type, lo, sizeof(lo));
             format_number(s->max, s->type, hi, sizeof(hi));
             snprintf(range, sizeof(range), "%s .. %s", lo, hi);

@@ -206,9 +206,35 @@ typedef struct fl_config {
     int tracker_replay;
     int tracker_mailbox;
     int tracker_snapshot_interval_ms;
+
+    /* job queue and audit trail */
+    char *node;
+    int jobs_commit_interval_ms;
+    int jobs_commit_max;
+    int jobs_commit_timeout_ms;
+    int jobs_max_pending;
+    long jobs_max_pending_bytes;
+    int jobs_poll_interval_ms;
+    int jobs_lease_ms;
+    int jobs_backoff_base_ms;
+    int jobs_backoff_max_ms;
+    int jobs_keep_completed_s;
+    int jobs_keep_discarded_s;
+    int jobs_keep_cancelled_s;
+    int retention_s;
+    int retention_every_s;
 } fl_config_t;
 
-typedef enum { FL_SET_STRING, FL_SET_INT, FL_SET_BYTES, FL_SET_DURATION, FL_SET_BOOL, FL_SET_ENUM } fl_setting_type_t;
+/* FL_SET_DURATION fills an int of milliseconds; FL_SET_SECONDS an int of seconds (for days). */
+typedef enum {
+    FL_SET_STRING,
+    FL_SET_INT,
+    FL_SET_BYTES,
+    FL_SET_DURATION,
+    FL_SET_BOOL,
+    FL_SET_ENUM,
+    FL_SET_SECONDS
+} fl_setting_type_t;
 
 typedef struct {
     const char *name; /* environment variable, e.g. FLEETD_LISTEN */

@@ -194,8 +194,11 @@ static void start_child(sup_state_t *s, int i)
                             s->self, &actor);
     }
     if (rc != FL_OK) {
+        char why[128];
+        snprintf(why, sizeof(why), "could not be spawned: %s%s", fl_strerror(rc),
+                 rc == FL_EEXIST ? " (its name is registered to a live actor)" : "");
         fl_actor_unref(s->self);
-        child_failed(s, i, FL_EXIT_CRASH, "could not be spawned (no memory)");
+        child_failed(s, i, FL_EXIT_CRASH, why);
         return;
     }
     fl_tree_attach(&s->node, i, actor, FL_TREE_STARTING);

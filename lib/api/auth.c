@@ -1,0 +1,281 @@
+/* Operator bearer tokens: making them (fleetd token create) and checking them on a request.
+ * Verdicts (valid with its fleets, or unknown) are cached per shard for a few seconds, so a busy
+ * route costs no database round trip per request and a flood of wrong tokens costs one each. */
+#include "api_internal.h"
+
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum { TOKEN_RANDOM_BYTES = 32, CACHE_MAX_ENTRIES = 10000 };
+
+int fl_api_token_new(char *token, unsigned char hash[32])
+{
+    if (sodium_init() < 0)
+        return FL_EIO;
+    unsigned char raw[TOKEN_RANDOM_BYTES];
+    randombytes_buf(raw, sizeof(raw));
+    memcpy(token, "fl_", 3);
+    sodium_bin2base64(token + 3, FL_API_TOKEN_LEN + 1 - 3, raw, sizeof(raw), sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+    sodium_memzero(raw, sizeof(raw));
+    fl_api_token_hash(token, hash);
+    return FL_OK;
+}
+
+void fl_api_token_hash(const char *token, unsigned char hash[32])
+{
+    crypto_hash_sha256(hash, (const unsigned char *)token, strlen(token));
+}
+
+bool fl_api_token_well_formed(const char *s)
+{
+    if (strncmp(s, "fl_", 3) != 0 || strlen(s) != FL_API_TOKEN_LEN)
+        return false;
+    for (const char *c = s + 3; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '_'))
+            return false;
+    return true;
+}
+
+/* ---- the cache ---------------------------------------------------------------------------------- */
+
+/* A verdict: a valid token (fleets and name in one allocation after the struct) or an unknown one. */
+typedef struct {
+    int64_t expires_ms;
+    bool valid;
+    fl_api_token_t token;
+} entry_t;
+
+typedef struct {
+    pthread_mutex_t lock; /* the shard's own thread is the only user; the lock keeps a stray caller safe */
+    fl_map_t *map;        /* hex of the token's hash -> entry_t * */
+} partition_t;
+
+struct fl_api_token_cache {
+    int n;
+    partition_t parts[];
+};
+
+static void entry_free(void *p)
+{
+    fl_free(p);
+}
+
+int fl_api_tokens_new(fl_api_t *api)
+{
+    int n = api->deps.rt ? fl_runtime_nshards(api->deps.rt) : 1;
+    fl_api_token_cache_t *c = fl_calloc(1, sizeof(*c) + (size_t)n * sizeof(partition_t));
+    if (c == NULL)
+        return FL_ENOMEM;
+    c->n = n;
+    for (int i = 0; i < n; i++) {
+        pthread_mutex_init(&c->parts[i].lock, NULL);
+        c->parts[i].map = fl_map_new();
+        if (c->parts[i].map == NULL) {
+            c->n = i + 1;
+            api->tokens = c;
+            fl_api_tokens_free(api);
+            return FL_ENOMEM;
+        }
+    }
+    api->tokens = c;
+    return FL_OK;
+}
+
+void fl_api_tokens_free(fl_api_t *api)
+{
+    fl_api_token_cache_t *c = api->tokens;
+    if (c == NULL)
+        return;
+    for (int i = 0; i < c->n; i++) {
+        fl_map_free(c->parts[i].map, entry_free);
+        pthread_mutex_destroy(&c->parts[i].lock);
+    }
+    fl_free(c);
+    api->tokens = NULL;
+}
+
+static partition_t *partition_of(fl_api_t *api, fl_http_req_t *req)
+{
+    int i = fl_shard_index(fl_http_req_shard(req));
+    return &api->tokens->parts[i >= 0 && i < api->tokens->n ? i : 0];
+}
+
+/* ---- answering ---------------------------------------------------------------------------------- */
+
+static void unauthorized(fl_http_req_t *req, bool invalid)
+{
+    fl_http_set_header(req, "WWW-Authenticate", invalid ? "Bearer error=\"invalid_token\"" : "Bearer");
+    fl_http_respond_error(req, 401, "unauthorized",
+                          invalid ? "the bearer token is not valid (unknown or revoked)"
+                                  : "this route needs an Authorization: Bearer token");
+}
+
+static void fleet_not_found(fl_http_req_t *req, const char *fleet_id)
+{
+    char message[160];
+    snprintf(message, sizeof(message), "no fleet \"%.64s\" for this token", fleet_id);
+    fl_http_respond_error(req, 404, "fleet_not_found", message);
+}
+
+static void decide(fl_http_req_t *req, const entry_t *e, const char *fleet_id, fl_api_authorized_fn fn, void *arg)
+{
+    if (!e->valid) {
+        unauthorized(req, true);
+        return;
+    }
+    bool allowed = e->token.admin;
+    for (int i = 0; !allowed && i < e->token.nfleets; i++)
+        allowed = strcmp(e->token.fleets[i], fleet_id) == 0;
+    if (!allowed) {
+        fleet_not_found(req, fleet_id);
+        return;
+    }
+    fn(req, &e->token, arg);
+}
+
+/* "Bearer TOKEN" (the scheme in any case, RFC 7235) -> TOKEN, or NULL. */
+static const char *bearer_of(const char *header)
+{
+    if (header == NULL || strncasecmp(header, "Bearer ", 7) != 0)
+        return NULL;
+    header += 7;
+    while (*header == ' ')
+        header++;
+    return header;
+}
+
+/* The entry for a lookup's row (or an unknown token when res has none); NULL without memory. */
+static entry_t *entry_from(const PGresult *res)
+{
+    if (PQntuples(res) == 0) {
+        entry_t *e = fl_calloc(1, sizeof(*e));
+        return e;
+    }
+    const char *name = PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2);
+    const char *fleets = PQgetvalue(res, 0, 3);
+    int nfleets = 0;
+    for (const char *p = fleets; *p; p++)
+        if (*p != ' ' && (p == fleets || p[-1] == ' '))
+            nfleets++;
+    size_t size = sizeof(entry_t) + (size_t)nfleets * sizeof(char *) + strlen(fleets) + 1 + (name ? strlen(name) + 1 : 0);
+    entry_t *e = fl_calloc(1, size);
+    if (e == NULL)
+        return NULL;
+    const char **list = (const char **)(void *)(e + 1);
+    char *text = (char *)(list + nfleets);
+    strcpy(text, fleets);
+    e->valid = true;
+    e->token.id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    e->token.admin = PQgetvalue(res, 0, 1)[0] == 't';
+    e->token.fleets = list;
+    for (char *save = NULL, *f = strtok_r(text, " ", &save); f; f = strtok_r(NULL, " ", &save))
+        list[e->token.nfleets++] = f;
+    if (name) {
+        char *copy = text + strlen(fleets) + 1;
+        strcpy(copy, name);
+        e->token.name = copy;
+    }
+    return e;
+}
+
+typedef struct {
+    fl_api_t *api;
+    fl_http_req_t *req;
+    fl_api_authorized_fn fn;
+    void *arg;
+    char key[65];
+    const char *fleet_id; /* the caller's: valid until req is answered */
+} lookup_t;
+
+static void on_lookup(const PGresult *res, int status, const char *err, void *arg)
+{
+    lookup_t *l = arg;
+    if (status != FL_OK) {
+        fl_log(FL_LOG_WARN, "auth.lookup_failed", FL_MSG("a bearer token could not be checked"), FL_RID(fl_http_req_id(l->req)),
+               FL_STR("error", err ? err : fl_strerror(status)));
+        fl_http_set_header(l->req, "Retry-After", "1");
+        fl_http_respond_error(l->req, 503, "unavailable", "the token cannot be checked now (database unavailable)");
+        fl_free(l);
+        return;
+    }
+    entry_t *e = entry_from(res);
+    if (e == NULL) {
+        fl_http_respond_error(l->req, 503, "unavailable", "out of memory while checking the token");
+        fl_free(l);
+        return;
+    }
+    e->expires_ms = fl_now_mono_ms() + FL_API_TOKEN_TTL_MS;
+    partition_t *p = partition_of(l->api, l->req);
+    pthread_mutex_lock(&p->lock);
+    if (fl_map_count(p->map) >= CACHE_MAX_ENTRIES) {
+        /* a flood of distinct tokens: start over rather than grow without bound */
+        fl_map_t *fresh = fl_map_new();
+        if (fresh) {
+            fl_map_free(p->map, entry_free);
+            p->map = fresh;
+        }
+    }
+    void *old = NULL;
+    bool cached = fl_map_put(p->map, l->key, e, &old) == FL_OK;
+    pthread_mutex_unlock(&p->lock);
+    fl_free(old);
+    /* the entry stays alive through the decision: only this shard's thread replaces it */
+    decide(l->req, e, l->fleet_id, l->fn, l->arg);
+    if (!cached)
+        fl_free(e);
+    fl_free(l);
+}
+
+static const char lookup_sql[] =
+    "SELECT t.id, t.admin, t.name,"
+    " coalesce((SELECT string_agg(tf.fleet_id, ' ') FROM token_fleets tf WHERE tf.token_id = t.id), '')"
+    " FROM tokens t WHERE t.token_hash = $1::bytea AND t.revoked_at IS NULL";
+
+void fl_api_authorize(fl_api_t *api, fl_http_req_t *req, const char *fleet_id, fl_api_authorized_fn fn, void *arg)
+{
+    const char *token = bearer_of(fl_http_req_header(req, "Authorization"));
+    if (token == NULL || !token[0]) {
+        unauthorized(req, false);
+        return;
+    }
+    if (!fl_api_token_well_formed(token)) {
+        unauthorized(req, true);
+        return;
+    }
+    unsigned char hash[32];
+    char key[65];
+    fl_api_token_hash(token, hash);
+    sodium_bin2hex(key, sizeof(key), hash, sizeof(hash));
+
+    partition_t *p = partition_of(api, req);
+    pthread_mutex_lock(&p->lock);
+    entry_t *e = fl_map_get(p->map, key);
+    if (e && e->expires_ms <= fl_now_mono_ms()) {
+        fl_free(fl_map_remove(p->map, key));
+        e = NULL;
+    }
+    pthread_mutex_unlock(&p->lock);
+    if (e) {
+        decide(req, e, fleet_id, fn, arg);
+        return;
+    }
+
+    int shard = fl_shard_index(fl_http_req_shard(req));
+    fl_db_t *db = api->deps.db ? fl_db_service_get(api->deps.db, shard) : NULL;
+    lookup_t *l = fl_malloc(sizeof(*l));
+    if (l == NULL) {
+        fl_http_respond_error(req, 503, "unavailable", "out of memory while checking the token");
+        return;
+    }
+    *l = (lookup_t){.api = api, .req = req, .fn = fn, .arg = arg, .fleet_id = fleet_id};
+    memcpy(l->key, key, sizeof(key));
+    char param[2 + 64 + 1] = "\\x";
+    memcpy(param + 2, key, sizeof(key));
+    const char *params[] = {param};
+    int rc = db ? fl_db_query(db, lookup_sql, 1, params, on_lookup, l) : FL_EUNAVAIL;
+    if (rc != FL_OK)
+        on_lookup(NULL, rc, fl_strerror(rc), l);
+}
