@@ -17,12 +17,6 @@ typedef struct {
     const char *name;
 } token_opts_t;
 
-static bool valid_id(const char *s)
-{
-    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
-    return n >= 1 && n <= 64 && s[n] == '\0';
-}
-
 static int parse_args(token_opts_t *o, int argc, char **argv)
 {
     if (argc < 2 || strcmp(argv[1], "create") != 0)
@@ -39,7 +33,7 @@ static int parse_args(token_opts_t *o, int argc, char **argv)
         if (strcmp(arg, "--admin") == 0) {
             o->admin = true;
         } else if (value && strcmp(arg, "--fleet") == 0) {
-            if (!valid_id(value))
+            if (!fl_id_valid(value))
                 return usage_error("token create: \"%s\" is not a fleet id (1 to 64 characters of [A-Za-z0-9._-])", value);
             if (o->nfleets == MAX_FLEETS)
                 return usage_error("token create: at most %d fleets per token", MAX_FLEETS);

@@ -15,63 +15,19 @@ enum { LIMIT_DEFAULT = 1000, LIMIT_MAX = 10000 };
 /* No upper bound given: 2100-01-01, far past any fix and still exact as a double in the query. */
 #define NO_END_US 4102444800000000LL
 
-/* A growable response buffer; `failed` records an allocation failure. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} out_t;
-
-static void out_add(out_t *o, const char *s, size_t n)
-{
-    if (o->failed)
-        return;
-    if (o->len + n + 1 > o->cap) {
-        size_t cap = o->cap ? o->cap : 1024;
-        while (cap < o->len + n + 1)
-            cap *= 2;
-        char *p = fl_realloc(o->p, cap);
-        if (p == NULL) {
-            o->failed = true;
-            return;
-        }
-        o->p = p;
-        o->cap = cap;
-    }
-    memcpy(o->p + o->len, s, n);
-    o->len += n;
-    o->p[o->len] = '\0';
-}
-
-static void out_str(out_t *o, const char *s)
-{
-    out_add(o, s, strlen(s));
-}
-
 /* Ids are [A-Za-z0-9._-] (checked before the query): nothing to escape. */
-static void out_quoted(out_t *o, const char *s)
+static void out_quoted(fl_strbuf_t *o, const char *s)
 {
-    out_add(o, "\"", 1);
-    out_str(o, s);
-    out_add(o, "\"", 1);
+    fl_strbuf_add(o, "\"", 1);
+    fl_strbuf_str(o, s);
+    fl_strbuf_add(o, "\"", 1);
 }
 
-static void out_time(out_t *o, int64_t us)
+static void add_time(fl_strbuf_t *o, int64_t us)
 {
     char ts[32];
     fl_time_format_ms(us / 1000 - (us % 1000 < 0 ? 1 : 0), ts);
     out_quoted(o, ts);
-}
-
-static bool valid_id(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++) {
-        char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return n >= 1 && n <= 64;
 }
 
 /* ---- the request ---------------------------------------------------------------------------------- */
@@ -121,86 +77,86 @@ static const char track_sql[] =
     "     AND recorded_at < 'epoch'::timestamptz + $4::bigint * interval '1 microsecond'"
     "   ORDER BY recorded_at LIMIT $5::int) p ON true";
 
-static void add_number(out_t *o, const char *key, const PGresult *res, int row, int col)
+static void add_number(fl_strbuf_t *o, const char *key, const PGresult *res, int row, int col)
 {
     if (PQgetisnull(res, row, col))
         return;
     char num[32];
     fl_format_double(strtod(PQgetvalue(res, row, col), NULL), num);
-    out_add(o, ",\"", 2);
-    out_str(o, key);
-    out_add(o, "\":", 2);
-    out_str(o, num);
+    fl_strbuf_add(o, ",\"", 2);
+    fl_strbuf_str(o, key);
+    fl_strbuf_add(o, "\":", 2);
+    fl_strbuf_str(o, num);
 }
 
 /* {"fleet_id","vehicle_id","fixes":[vehicle objects as in status],"next_from"} */
-static void write_json(out_t *o, const track_t *t, const PGresult *res, int n)
+static void write_json(fl_strbuf_t *o, const track_t *t, const PGresult *res, int n)
 {
-    out_str(o, "{\"fleet_id\":");
+    fl_strbuf_str(o, "{\"fleet_id\":");
     out_quoted(o, t->fleet_id);
-    out_str(o, ",\"vehicle_id\":");
+    fl_strbuf_str(o, ",\"vehicle_id\":");
     out_quoted(o, t->vehicle_id);
-    out_str(o, ",\"fixes\":[");
+    fl_strbuf_str(o, ",\"fixes\":[");
     for (int i = 0; i < n; i++) {
-        out_str(o, i ? ",{\"vehicle_id\":" : "{\"vehicle_id\":");
+        fl_strbuf_str(o, i ? ",{\"vehicle_id\":" : "{\"vehicle_id\":");
         out_quoted(o, t->vehicle_id);
         add_number(o, "lat", res, i, C_LAT);
         add_number(o, "lng", res, i, C_LNG);
-        out_str(o, ",\"recorded_at\":");
-        out_time(o, strtoll(PQgetvalue(res, i, C_RECORDED), NULL, 10));
-        out_str(o, ",\"received_at\":");
-        out_time(o, strtoll(PQgetvalue(res, i, C_RECEIVED), NULL, 10));
+        fl_strbuf_str(o, ",\"recorded_at\":");
+        add_time(o, strtoll(PQgetvalue(res, i, C_RECORDED), NULL, 10));
+        fl_strbuf_str(o, ",\"received_at\":");
+        add_time(o, strtoll(PQgetvalue(res, i, C_RECEIVED), NULL, 10));
         add_number(o, "speed_kmh", res, i, C_SPEED);
         add_number(o, "heading_deg", res, i, C_HEADING);
         add_number(o, "accuracy_m", res, i, C_ACCURACY);
-        out_add(o, "}", 1);
+        fl_strbuf_add(o, "}", 1);
     }
-    out_str(o, "]");
+    fl_strbuf_str(o, "]");
 }
 
-static void write_coordinates(out_t *o, const PGresult *res, int i)
+static void write_coordinates(fl_strbuf_t *o, const PGresult *res, int i)
 {
     char lat[32], lng[32];
     fl_format_double(strtod(PQgetvalue(res, i, C_LAT), NULL), lat);
     fl_format_double(strtod(PQgetvalue(res, i, C_LNG), NULL), lng);
-    out_add(o, "[", 1);
-    out_str(o, lng);
-    out_add(o, ",", 1);
-    out_str(o, lat);
-    out_add(o, "]", 1);
+    fl_strbuf_add(o, "[", 1);
+    fl_strbuf_str(o, lng);
+    fl_strbuf_add(o, ",", 1);
+    fl_strbuf_str(o, lat);
+    fl_strbuf_add(o, "]", 1);
 }
 
 /* A Feature: a LineString of [lng, lat] (RFC 7946 wants two positions or more: one fix is a
  * Point, none a null geometry), the fixes' recorded_at in properties.times, one per position. */
-static void write_geojson(out_t *o, const track_t *t, const PGresult *res, int n)
+static void write_geojson(fl_strbuf_t *o, const track_t *t, const PGresult *res, int n)
 {
-    out_str(o, "{\"type\":\"Feature\",\"geometry\":");
+    fl_strbuf_str(o, "{\"type\":\"Feature\",\"geometry\":");
     if (n == 0) {
-        out_str(o, "null");
+        fl_strbuf_str(o, "null");
     } else if (n == 1) {
-        out_str(o, "{\"type\":\"Point\",\"coordinates\":");
+        fl_strbuf_str(o, "{\"type\":\"Point\",\"coordinates\":");
         write_coordinates(o, res, 0);
-        out_str(o, "}");
+        fl_strbuf_str(o, "}");
     } else {
-        out_str(o, "{\"type\":\"LineString\",\"coordinates\":[");
+        fl_strbuf_str(o, "{\"type\":\"LineString\",\"coordinates\":[");
         for (int i = 0; i < n; i++) {
             if (i)
-                out_add(o, ",", 1);
+                fl_strbuf_add(o, ",", 1);
             write_coordinates(o, res, i);
         }
-        out_str(o, "]}");
+        fl_strbuf_str(o, "]}");
     }
-    out_str(o, ",\"properties\":{\"fleet_id\":");
+    fl_strbuf_str(o, ",\"properties\":{\"fleet_id\":");
     out_quoted(o, t->fleet_id);
-    out_str(o, ",\"vehicle_id\":");
+    fl_strbuf_str(o, ",\"vehicle_id\":");
     out_quoted(o, t->vehicle_id);
-    out_str(o, ",\"times\":[");
+    fl_strbuf_str(o, ",\"times\":[");
     for (int i = 0; i < n; i++) {
         if (i)
-            out_add(o, ",", 1);
-        out_time(o, strtoll(PQgetvalue(res, i, C_RECORDED), NULL, 10));
+            fl_strbuf_add(o, ",", 1);
+        add_time(o, strtoll(PQgetvalue(res, i, C_RECORDED), NULL, 10));
     }
-    out_str(o, "]");
+    fl_strbuf_str(o, "]");
 }
 
 static void on_track(const PGresult *res, int status, const char *err, void *arg)
@@ -232,17 +188,17 @@ static void on_track(const PGresult *res, int status, const char *err, void *arg
     bool more = n > t->limit;
     if (more)
         n = t->limit;
-    out_t o = {0};
+    fl_strbuf_t o = {0};
     if (t->geojson)
         write_geojson(&o, t, res, n);
     else
         write_json(&o, t, res, n);
-    out_str(&o, ",\"next_from\":");
+    fl_strbuf_str(&o, ",\"next_from\":");
     if (more)
-        out_time(&o, strtoll(PQgetvalue(res, n, C_RECORDED), NULL, 10));
+        add_time(&o, strtoll(PQgetvalue(res, n, C_RECORDED), NULL, 10));
     else
-        out_str(&o, "null");
-    out_str(&o, t->geojson ? "}}" : "}");
+        fl_strbuf_str(&o, "null");
+    fl_strbuf_str(&o, t->geojson ? "}}" : "}");
     if (o.failed) {
         fl_free(o.p);
         fl_http_respond_error(req, 503, "unavailable", "out of memory while writing the track");
@@ -288,10 +244,10 @@ static void track_authorized(fl_http_req_t *req, const fl_api_token_t *token, vo
         bad_parameter(req, "from must be before to");
         return;
     }
-    if (!valid_id(fleet_id) || !valid_id(vehicle_id)) {
+    if (!fl_id_valid(fleet_id) || !fl_id_valid(vehicle_id)) {
         /* an id fleetd never accepts names nothing: answer as for an unknown one */
         char message[160];
-        if (!valid_id(fleet_id)) {
+        if (!fl_id_valid(fleet_id)) {
             snprintf(message, sizeof(message), "no fleet \"%.64s\" for this token", fleet_id);
             fl_http_respond_error(req, 404, "fleet_not_found", message);
         } else {

@@ -149,6 +149,26 @@ void fl_map_foreach(const fl_map_t *m, void (*fn)(const char *key, void *value, 
 /* Bytes the map itself holds (buckets and entries, not the values). */
 size_t fl_map_memory(const fl_map_t *m);
 
+/* ---- text -------------------------------------------------------------------------------------- */
+
+/* A contract identifier (fleet, vehicle, partner): 1 to 64 characters of [A-Za-z0-9._-]. */
+bool fl_id_valid(const char *s);
+
+/* A growable text buffer. An allocation failure sets `failed`; every later add is a no-op, so a
+ * builder checks once at the end. p is NUL-terminated while not failed. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    bool failed;
+} fl_strbuf_t;
+
+void fl_strbuf_add(fl_strbuf_t *b, const char *s, size_t n);
+void fl_strbuf_str(fl_strbuf_t *b, const char *s);
+void fl_strbuf_printf(fl_strbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Makes room for more bytes; FL_ENOMEM (and failed) when it cannot. */
+int fl_strbuf_reserve(fl_strbuf_t *b, size_t more);
+void fl_strbuf_free(fl_strbuf_t *b);
+
 /* ---- shared immutable bytes -------------------------------------------------------------------
  * A reference-counted, immutable byte string (a snapshot's JSON, a frame published to many
  * subscribers): written once by its creator, then only read, from any thread. */

@@ -92,17 +92,6 @@ int fl_audit_parse_time(const char *s, size_t len, int64_t *epoch_us)
 
 /* ---- the args and the body ------------------------------------------------------------------------ */
 
-static bool valid_id(const char *s)
-{
-    size_t n = 0;
-    for (; s[n]; n++) {
-        char c = s[n];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
-            return false;
-    }
-    return n >= 1 && n <= 64;
-}
-
 int fl_audit_args(const char *partner_id, const char *webhook_id, int64_t webhook_timestamp, const char *signature,
                   int64_t received_at_us, const char *const *fleets, int nfleets, const char *body, size_t body_len, char **out,
                   size_t *len)
@@ -149,39 +138,6 @@ out:
     return rc;
 }
 
-/* A growable text buffer; `failed` records an allocation failure. */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} buf_t;
-
-static void buf_add(buf_t *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = fl_realloc(b->p, cap);
-        if (p == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void buf_str(buf_t *b, const char *s)
-{
-    buf_add(b, s, strlen(s));
-}
-
 /* The columns of a batch's fixes as PostgreSQL array literals, for unnest(). */
 enum { COL_FLEET, COL_VEHICLE, COL_LAT, COL_LNG, COL_RECORDED, COL_SPEED, COL_HEADING, COL_ACCURACY, NCOLS };
 
@@ -192,7 +148,7 @@ typedef struct {
     const char *body; /* into args */
     size_t body_len;
     json_t *args;
-    buf_t col[NCOLS];
+    fl_strbuf_t col[NCOLS];
     int nfixes;
 } batch_t;
 
@@ -203,26 +159,26 @@ static void batch_free(batch_t *b)
         fl_free(b->col[i].p);
 }
 
-static void col_next(buf_t *col, int index)
+static void col_next(fl_strbuf_t *col, int index)
 {
-    buf_str(col, index ? "," : "{");
+    fl_strbuf_str(col, index ? "," : "{");
 }
 
 /* Ids are checked against [A-Za-z0-9._-]: nothing to escape inside the quotes. */
-static void col_text(buf_t *col, int index, const char *s)
+static void col_text(fl_strbuf_t *col, int index, const char *s)
 {
     col_next(col, index);
-    buf_str(col, "\"");
-    buf_str(col, s);
-    buf_str(col, "\"");
+    fl_strbuf_str(col, "\"");
+    fl_strbuf_str(col, s);
+    fl_strbuf_str(col, "\"");
 }
 
-static void col_double(buf_t *col, int index, double v)
+static void col_double(fl_strbuf_t *col, int index, double v)
 {
     char num[32];
     fl_format_double(v, num);
     col_next(col, index);
-    buf_str(col, num);
+    fl_strbuf_str(col, num);
 }
 
 static void errf(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -253,12 +209,12 @@ static bool number_field(json_t *fix, const char *key, double min, double max, b
 }
 
 /* An optional one: absent or null is NULL in the column. */
-static bool optional_field(json_t *fix, const char *key, double min, double max, bool max_open, buf_t *col, int index)
+static bool optional_field(json_t *fix, const char *key, double min, double max, bool max_open, fl_strbuf_t *col, int index)
 {
     json_t *v = json_object_get(fix, key);
     if (v == NULL || json_is_null(v)) {
         col_next(col, index);
-        buf_str(col, "NULL");
+        fl_strbuf_str(col, "NULL");
         return true;
     }
     double d;
@@ -296,9 +252,9 @@ static int parse_fixes(batch_t *b, char *err, size_t errlen)
         const char *bad = NULL;
         if (!json_is_object(fix))
             bad = "the fix is not an object";
-        else if (fleet == NULL || !valid_id(fleet))
+        else if (fleet == NULL || !fl_id_valid(fleet))
             bad = "fleet_id is not 1 to 64 characters of [A-Za-z0-9._-]";
-        else if (vehicle == NULL || !valid_id(vehicle))
+        else if (vehicle == NULL || !fl_id_valid(vehicle))
             bad = "vehicle_id is not 1 to 64 characters of [A-Za-z0-9._-]";
         else if (!number_field(fix, "lat", -90, 90, false, &lat))
             bad = "lat is not a number from -90 to 90";
@@ -323,12 +279,12 @@ static int parse_fixes(batch_t *b, char *err, size_t errlen)
         col_double(&b->col[COL_LNG], k, lng);
         snprintf(num, sizeof(num), "%lld", (long long)recorded_us);
         col_next(&b->col[COL_RECORDED], k);
-        buf_str(&b->col[COL_RECORDED], num);
+        fl_strbuf_str(&b->col[COL_RECORDED], num);
     }
     b->nfixes = (int)json_array_size(fixes);
     rc = FL_OK;
     for (int c = 0; c < NCOLS; c++) {
-        buf_str(&b->col[c], b->nfixes ? "}" : "{}");
+        fl_strbuf_str(&b->col[c], b->nfixes ? "}" : "{}");
         if (b->col[c].failed)
             rc = FL_ENOMEM;
     }
@@ -352,8 +308,8 @@ static int parse_job(const char *args, batch_t *b, char *err, size_t errlen)
     b->partner_id = string_field(b->args, "partner_id");
     b->webhook_id = string_field(b->args, "webhook_id");
     b->signature = string_field(b->args, "signature");
-    if (b->partner_id == NULL || !valid_id(b->partner_id) || b->webhook_id == NULL || !b->webhook_id[0] || b->signature == NULL ||
-        !json_is_integer(ts) || !json_is_string(body) || received == NULL) {
+    if (b->partner_id == NULL || !fl_id_valid(b->partner_id) || b->webhook_id == NULL || !b->webhook_id[0] ||
+        b->signature == NULL || !json_is_integer(ts) || !json_is_string(body) || received == NULL) {
         errf(err, errlen, "args lack partner_id, webhook_id, webhook_timestamp, signature, received_at or body");
         return FL_EINVAL;
     }

@@ -129,61 +129,34 @@ static const char flush_sql[] =
 
 /* ---- array literals for the text-format parameters ---- */
 
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} buf_t;
-
-static void buf_add(buf_t *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 1024;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = fl_realloc(b->p, cap);
-        if (p == NULL) {
-            b->failed = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
 /* One element of a PostgreSQL array literal: NULL, or double-quoted with " and \ escaped. */
-static void array_elem(buf_t *b, const char *s)
+static void array_elem(fl_strbuf_t *b, const char *s)
 {
     if (b->len > 1)
-        buf_add(b, ",", 1);
+        fl_strbuf_add(b, ",", 1);
     if (s == NULL) {
-        buf_add(b, "NULL", 4);
+        fl_strbuf_add(b, "NULL", 4);
         return;
     }
-    buf_add(b, "\"", 1);
+    fl_strbuf_add(b, "\"", 1);
     for (const char *c = s; *c; c++) {
         const char *run = c;
         while (*c && *c != '"' && *c != '\\')
             c++;
-        buf_add(b, run, (size_t)(c - run));
+        fl_strbuf_add(b, run, (size_t)(c - run));
         if (*c == '\0')
             break;
         char esc[2] = {'\\', *c};
-        buf_add(b, esc, 2);
+        fl_strbuf_add(b, esc, 2);
     }
-    buf_add(b, "\"", 1);
+    fl_strbuf_add(b, "\"", 1);
 }
 
-static void array_num(buf_t *b, long long v)
+static void array_num(fl_strbuf_t *b, long long v)
 {
     char num[32];
     int n = snprintf(num, sizeof(num), "%s%lld", b->len > 1 ? "," : "", v);
-    buf_add(b, num, (size_t)n);
+    fl_strbuf_add(b, num, (size_t)n);
 }
 
 /* ---- answering callers on their shards ---- */
@@ -356,9 +329,9 @@ static void flush(committer_t *c)
             }
     }
 
-    buf_t a[7] = {0};
+    fl_strbuf_t a[7] = {0};
     for (int k = 0; k < 7; k++)
-        buf_add(&a[k], "{", 1);
+        fl_strbuf_add(&a[k], "{", 1);
     int rows = 0;
     for (request_t *r = batch; r; r = r->next) {
         if (r->same_as)
@@ -374,7 +347,7 @@ static void flush(committer_t *c)
     }
     bool failed = false;
     for (int k = 0; k < 7; k++) {
-        buf_add(&a[k], "}", 1);
+        fl_strbuf_add(&a[k], "}", 1);
         failed |= a[k].failed;
     }
 

@@ -19,104 +19,71 @@ static void format_float(float v, char out[32])
     }
 }
 
-int fl_sbuf_reserve(fl_sbuf_t *b, size_t more)
-{
-    if (b->failed)
-        return FL_ENOMEM;
-    if (b->len + more + 1 <= b->cap)
-        return FL_OK;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->len + more + 1)
-        cap *= 2;
-    char *p = fl_realloc(b->p, cap);
-    if (p == NULL) {
-        b->failed = true;
-        return FL_ENOMEM;
-    }
-    b->p = p;
-    b->cap = cap;
-    return FL_OK;
-}
-
-void fl_sbuf_add(fl_sbuf_t *b, const char *s, size_t n)
-{
-    if (fl_sbuf_reserve(b, n) != FL_OK)
-        return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-void fl_sbuf_str(fl_sbuf_t *b, const char *s)
-{
-    fl_sbuf_add(b, s, strlen(s));
-}
-
 /* Ids are checked against [A-Za-z0-9._-] on the way in; escaping anyway keeps a bug there from
  * turning into broken JSON here. */
-void fl_sbuf_json_string(fl_sbuf_t *b, const char *s)
+void fl_json_string(fl_strbuf_t *b, const char *s)
 {
-    fl_sbuf_add(b, "\"", 1);
+    fl_strbuf_add(b, "\"", 1);
     for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
         if (*c == '"' || *c == '\\') {
             char esc[2] = {'\\', (char)*c};
-            fl_sbuf_add(b, esc, 2);
+            fl_strbuf_add(b, esc, 2);
         } else if (*c < 0x20) {
             char esc[8];
             snprintf(esc, sizeof(esc), "\\u%04x", *c);
-            fl_sbuf_add(b, esc, 6);
+            fl_strbuf_add(b, esc, 6);
         } else {
-            fl_sbuf_add(b, (const char *)c, 1);
+            fl_strbuf_add(b, (const char *)c, 1);
         }
     }
-    fl_sbuf_add(b, "\"", 1);
+    fl_strbuf_add(b, "\"", 1);
 }
 
-static void add_time(fl_sbuf_t *b, int64_t us)
+static void add_time(fl_strbuf_t *b, int64_t us)
 {
     char ts[32];
     fl_time_format_ms(us / 1000 - (us % 1000 < 0 ? 1 : 0), ts);
-    fl_sbuf_add(b, "\"", 1);
-    fl_sbuf_str(b, ts);
-    fl_sbuf_add(b, "\"", 1);
+    fl_strbuf_add(b, "\"", 1);
+    fl_strbuf_str(b, ts);
+    fl_strbuf_add(b, "\"", 1);
 }
 
-void fl_vehicle_json(fl_sbuf_t *b, const char *vehicle_id, const vehicle_t *v, uint64_t seq)
+void fl_vehicle_json(fl_strbuf_t *b, const char *vehicle_id, const vehicle_t *v, uint64_t seq)
 {
     char num[32];
-    fl_sbuf_str(b, "{\"vehicle_id\":");
-    fl_sbuf_json_string(b, vehicle_id);
-    fl_sbuf_str(b, ",\"lat\":");
+    fl_strbuf_str(b, "{\"vehicle_id\":");
+    fl_json_string(b, vehicle_id);
+    fl_strbuf_str(b, ",\"lat\":");
     fl_format_double(v->lat, num);
-    fl_sbuf_str(b, num);
-    fl_sbuf_str(b, ",\"lng\":");
+    fl_strbuf_str(b, num);
+    fl_strbuf_str(b, ",\"lng\":");
     fl_format_double(v->lng, num);
-    fl_sbuf_str(b, num);
-    fl_sbuf_str(b, ",\"recorded_at\":");
+    fl_strbuf_str(b, num);
+    fl_strbuf_str(b, ",\"recorded_at\":");
     add_time(b, v->recorded_us);
-    fl_sbuf_str(b, ",\"received_at\":");
+    fl_strbuf_str(b, ",\"received_at\":");
     add_time(b, v->received_us);
     if (v->has & FL_FIX_SPEED) {
         format_float(v->speed_kmh, num);
-        fl_sbuf_str(b, ",\"speed_kmh\":");
-        fl_sbuf_str(b, num);
+        fl_strbuf_str(b, ",\"speed_kmh\":");
+        fl_strbuf_str(b, num);
     }
     if (v->has & FL_FIX_HEADING) {
         format_float(v->heading_deg, num);
-        fl_sbuf_str(b, ",\"heading_deg\":");
-        fl_sbuf_str(b, num);
+        fl_strbuf_str(b, ",\"heading_deg\":");
+        fl_strbuf_str(b, num);
     }
     if (v->has & FL_FIX_ACCURACY) {
         format_float(v->accuracy_m, num);
-        fl_sbuf_str(b, ",\"accuracy_m\":");
-        fl_sbuf_str(b, num);
+        fl_strbuf_str(b, ",\"accuracy_m\":");
+        fl_strbuf_str(b, num);
     }
     if (seq) {
         snprintf(num, sizeof(num), "%llu", (unsigned long long)seq);
-        fl_sbuf_str(b, ",\"seq\":");
-        fl_sbuf_str(b, num);
+        fl_strbuf_str(b, ",\"seq\":");
+        fl_strbuf_str(b, num);
     }
-    fl_sbuf_add(b, "}", 1);
+    fl_strbuf_add(b, "}", 1);
 }
 
 typedef struct {
@@ -155,26 +122,26 @@ fl_blob_t *fl_status_json(const char *fleet_id, fl_map_t *vehicles)
         if (c.items[i].v->received_us > updated_us)
             updated_us = c.items[i].v->received_us;
 
-    fl_sbuf_t b = {0};
-    fl_sbuf_reserve(&b, 96 + n * 200);
+    fl_strbuf_t b = {0};
+    fl_strbuf_reserve(&b, 96 + n * 200);
     char num[32];
-    fl_sbuf_str(&b, "{\"fleet_id\":");
-    fl_sbuf_json_string(&b, fleet_id);
+    fl_strbuf_str(&b, "{\"fleet_id\":");
+    fl_json_string(&b, fleet_id);
     snprintf(num, sizeof(num), "%zu", n);
-    fl_sbuf_str(&b, ",\"vehicle_count\":");
-    fl_sbuf_str(&b, num);
-    fl_sbuf_str(&b, ",\"updated_at\":");
+    fl_strbuf_str(&b, ",\"vehicle_count\":");
+    fl_strbuf_str(&b, num);
+    fl_strbuf_str(&b, ",\"updated_at\":");
     if (updated_us)
         add_time(&b, updated_us);
     else
-        fl_sbuf_str(&b, "null");
-    fl_sbuf_str(&b, ",\"vehicles\":[");
+        fl_strbuf_str(&b, "null");
+    fl_strbuf_str(&b, ",\"vehicles\":[");
     for (size_t i = 0; i < n; i++) {
         if (i)
-            fl_sbuf_add(&b, ",", 1);
+            fl_strbuf_add(&b, ",", 1);
         fl_vehicle_json(&b, c.items[i].id, c.items[i].v, 0);
     }
-    fl_sbuf_str(&b, "]}");
+    fl_strbuf_str(&b, "]}");
     fl_free(c.items);
     fl_blob_t *blob = b.failed ? NULL : fl_blob_from(b.p, b.len);
     fl_free(b.p);

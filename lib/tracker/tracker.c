@@ -164,7 +164,7 @@ static bool apply_fix(tracker_t *t, const fl_fix_t *f, bool live)
         return true;
 
     t->seq++;
-    fl_sbuf_t b = {0};
+    fl_strbuf_t b = {0};
     fl_vehicle_json(&b, f->vehicle_id, v, t->seq);
     fl_blob_t *event = b.failed ? NULL : fl_blob_from(b.p, b.len);
     fl_free(b.p);

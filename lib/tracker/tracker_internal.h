@@ -13,20 +13,10 @@ typedef struct {
     uint8_t has;
 } vehicle_t;
 
-/* A growable string buffer; `failed` records an allocation failure (everything after is a no-op). */
-typedef struct {
-    char *p;
-    size_t len, cap;
-    bool failed;
-} fl_sbuf_t;
-
-int fl_sbuf_reserve(fl_sbuf_t *b, size_t more);
-void fl_sbuf_add(fl_sbuf_t *b, const char *s, size_t n);
-void fl_sbuf_str(fl_sbuf_t *b, const char *s);
-void fl_sbuf_json_string(fl_sbuf_t *b, const char *s);
+void fl_json_string(fl_strbuf_t *b, const char *s);
 
 /* A vehicle object (with "seq" when seq > 0: a position event). */
-void fl_vehicle_json(fl_sbuf_t *b, const char *vehicle_id, const vehicle_t *v, uint64_t seq);
+void fl_vehicle_json(fl_strbuf_t *b, const char *vehicle_id, const vehicle_t *v, uint64_t seq);
 /* The fleet's status document, vehicles sorted by id; NULL when out of memory. */
 fl_blob_t *fl_status_json(const char *fleet_id, fl_map_t *vehicles);
 
