@@ -5,6 +5,7 @@
  *    |- pubsub    one actor per shard (pubsub:N)
  *    |- jobs      the job queue: committer, listener, queue:NAME producers, stager, cron, rescuer, pruner
  *    |- trackers  one dynamic supervisor per shard (trackers:N), tracker:{fleet} on demand
+ *    |- partners  the partners' secrets and fleets, for ingest (only with a master key)
  *    `- endpoint  accepting HTTP connections
  *
  * then waits for signals on the main thread. SIGTERM and SIGINT drain and stop it; the root
@@ -14,11 +15,13 @@
 #include "api/api.h"
 #include "db/db.h"
 #include "http/http.h"
+#include "ingest/ingest.h"
 #include "jobs/jobs.h"
 #include "runtime/runtime.h"
 #include "tracker/tracker.h"
 
 #include <pthread.h>
+#include <sodium.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,11 +35,12 @@ typedef struct {
     fl_pubsub_t *ps;
     fl_trackers_t *trackers;
     fl_jobs_t *jobs;
+    fl_partners_t *partners;
     fl_api_t *api;
     fl_http_router_t *router;
     fl_http_server_t *http;
     fl_actor_t *root;
-    fl_child_spec_t children[5];
+    fl_child_spec_t children[6];
     fl_sup_spec_t root_spec;
 } daemon_t;
 
@@ -108,8 +112,8 @@ static int parse_args(fl_config_t *cfg, int argc, char **argv)
     return EXIT_OK;
 }
 
-/* Waits for SIGTERM/SIGINT (returns EXIT_OK) or the root's failure (EXIT_RUNTIME). SIGHUP is
- * acknowledged: reloads arrive with the issues that need them. */
+/* Waits for SIGTERM/SIGINT (returns EXIT_OK) or the root's failure (EXIT_RUNTIME). SIGHUP reloads
+ * the partners (new partners also arrive by themselves through a notification). */
 /* The signals the main thread takes: blocked everywhere, then waited for with sigwait. */
 static void daemon_signals(sigset_t *set)
 {
@@ -120,7 +124,7 @@ static void daemon_signals(sigset_t *set)
     sigaddset(set, SIGUSR1);
 }
 
-static int wait_for_stop(void)
+static int wait_for_stop(daemon_t *d)
 {
     sigset_t set;
     daemon_signals(&set);
@@ -129,7 +133,9 @@ static int wait_for_stop(void)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            fl_log(FL_LOG_INFO, "fleetd.sighup", FL_MSG("SIGHUP received; nothing to reload yet"));
+            fl_log(FL_LOG_INFO, "fleetd.sighup", FL_MSG("SIGHUP: reloading the partners"));
+            if (d->partners)
+                fl_partners_reload(d->partners);
             continue;
         }
         if (sig == SIGUSR1)
@@ -197,7 +203,25 @@ static int build(daemon_t *d)
     const fl_sup_spec_t *jobs_spec = fl_jobs_spec(d->jobs);
     if (jobs_spec == NULL)
         return FL_ENOMEM;
-    fl_api_deps_t deps = {.cfg = cfg, .db = d->db, .rt = d->rt, .jobs = d->jobs};
+    /* Ingest needs the master key to read the partners' secrets; without one fleetd still serves,
+     * and ingest answers 503 saying why. */
+    uint8_t master[FL_MASTER_KEY_BYTES];
+    char err[256];
+    rc = fl_master_key_load(cfg, master, err, sizeof(err));
+    if (rc == FL_EINVAL) {
+        fl_log(FL_LOG_ERROR, "fleetd.master_key", FL_MSG(err));
+        return FL_EINVAL;
+    }
+    if (rc == FL_OK) {
+        rc = fl_partners_new(d->rt, &dbo, master, &d->partners);
+        sodium_memzero(master, sizeof(master));
+        if (rc != FL_OK)
+            return rc;
+    } else {
+        fl_log(FL_LOG_WARN, "fleetd.no_master_key",
+               FL_MSG("no master key (FLEETD_MASTER_KEY or FLEETD_MASTER_KEY_FILE): ingest answers 503 until one is set"));
+    }
+    fl_api_deps_t deps = {.cfg = cfg, .db = d->db, .rt = d->rt, .jobs = d->jobs, .partners = d->partners, .trackers = d->trackers};
     if ((rc = fl_api_new(&deps, &d->api)) != FL_OK)
         return rc;
     if ((d->router = fl_http_router_new()) == NULL)
@@ -211,10 +235,13 @@ static int build(daemon_t *d)
         .id = "jobs", .sup = jobs_spec, .restart = FL_RESTART_PERMANENT, .shutdown_ms = fl_jobs_shutdown_ms(d->jobs)};
     d->children[3] = (fl_child_spec_t){
         .id = "trackers", .sup = fl_trackers_spec(d->trackers), .restart = FL_RESTART_PERMANENT, .shutdown_ms = 15000};
-    d->children[4] =
+    int n = 4;
+    if (d->partners)
+        d->children[n++] = *fl_partners_spec(d->partners);
+    d->children[n++] =
         (fl_child_spec_t){.id = "endpoint", .behaviour = &endpoint_behaviour, .arg = d->http, .restart = FL_RESTART_PERMANENT};
     d->root_spec =
-        (fl_sup_spec_t){.strategy = FL_ONE_FOR_ONE, .max_restarts = 3, .period_ms = 5000, .children = d->children, .nchildren = 5};
+        (fl_sup_spec_t){.strategy = FL_ONE_FOR_ONE, .max_restarts = 3, .period_ms = 5000, .children = d->children, .nchildren = n};
     return FL_OK;
 }
 
@@ -233,6 +260,7 @@ static void teardown(daemon_t *d)
     if (d->router)
         fl_http_router_free(d->router);
     fl_api_free(d->api);
+    fl_partners_free(d->partners);
     fl_jobs_free(d->jobs);
     fl_trackers_free(d->trackers);
     fl_pubsub_free(d->ps);
@@ -252,6 +280,14 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
     sigset_t set;
     daemon_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    /* a master key that is set but wrong is a configuration error: say so before starting */
+    uint8_t probe[FL_MASTER_KEY_BYTES];
+    char key_err[256];
+    rc = fl_master_key_load(cfg, probe, key_err, sizeof(key_err));
+    sodium_memzero(probe, sizeof(probe));
+    if (rc == FL_EINVAL)
+        return usage_error("%s", key_err);
 
     daemon_t d = {.cfg = cfg};
     char bound[128];
@@ -281,7 +317,7 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
     fl_log(FL_LOG_INFO, "http.listening", FL_MSG("fleetd is serving"), FL_STR("addr", bound),
            FL_INT("shards", fl_runtime_nshards(d.rt)), FL_STR("version", FLEETD_VERSION));
 
-    exit_code = wait_for_stop();
+    exit_code = wait_for_stop(&d);
     if (exit_code == EXIT_OK)
         drain(&d);
     fl_log(FL_LOG_INFO, "fleetd.stopped", FL_MSG(exit_code == EXIT_OK ? "stopped" : "stopped after a failure"));

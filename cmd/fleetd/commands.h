@@ -27,5 +27,7 @@ extern const command_t cmd_config;
 extern const command_t cmd_tree;
 extern const command_t cmd_jobs;
 extern const command_t cmd_token;
+extern const command_t cmd_fleet;
+extern const command_t cmd_partner;
 
 #endif

@@ -7,7 +7,8 @@
 #include <string.h>
 #include <sys/resource.h>
 
-static const command_t *const commands[] = {&cmd_serve, &cmd_migrate, &cmd_token, &cmd_tree, &cmd_jobs, &cmd_config, NULL};
+static const command_t *const commands[] = {&cmd_serve, &cmd_migrate, &cmd_fleet,  &cmd_partner, &cmd_token,
+                                            &cmd_tree,  &cmd_jobs,    &cmd_config, NULL};
 
 static void print_help(FILE *f)
 {

@@ -1,5 +1,9 @@
 #include "api_internal.h"
 
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
 int fl_api_new(const fl_api_deps_t *deps, fl_api_t **out)
 {
     fl_api_t *api = fl_calloc(1, sizeof(*api));
@@ -63,5 +67,20 @@ int fl_api_routes(fl_api_t *api, fl_http_router_t *router)
         rc = fl_api_admin_routes(api, router);
     if (rc == FL_OK)
         rc = fl_api_history_routes(api, router);
+    if (rc == FL_OK)
+        rc = fl_api_ingest_routes(api, router);
     return rc;
+}
+
+void fl_api_respond_invalid_fix(fl_http_req_t *req, json_t *details, const char *message)
+{
+    json_t *body = json_pack("{s:{s:s, s:s, s:o}}", "error", "code", "invalid_fix", "message", message, "details", details);
+    char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (text == NULL) {
+        fl_http_respond_error(req, 422, "invalid_fix", message);
+        return;
+    }
+    fl_http_respond(req, 422, "application/json", text, strlen(text));
+    free(text);
 }

@@ -8,16 +8,20 @@
 #include "core/core.h"
 #include "db/db.h"
 #include "http/http.h"
+#include "ingest/ingest.h"
 #include "jobs/jobs.h"
+#include "tracker/tracker.h"
 #include "runtime/runtime.h"
 
 typedef struct fl_api fl_api_t;
 
 typedef struct {
     const fl_config_t *cfg;
-    fl_db_service_t *db; /* may be NULL: /ready then reports the database unreachable */
-    fl_runtime_t *rt;    /* the shards: the token cache keeps one partition per shard (NULL: one shared) */
-    fl_jobs_t *jobs;     /* may be NULL: /ready then does not wait for the job queue */
+    fl_db_service_t *db;     /* may be NULL: /ready then reports the database unreachable */
+    fl_runtime_t *rt;        /* the shards: the token cache keeps one partition per shard (NULL: one shared) */
+    fl_jobs_t *jobs;         /* may be NULL: /ready then does not wait for the job queue */
+    fl_partners_t *partners; /* NULL without a master key: ingest answers 503 */
+    fl_trackers_t *trackers; /* where accepted fixes are shown live (may be NULL) */
 } fl_api_deps_t;
 
 int fl_api_new(const fl_api_deps_t *deps, fl_api_t **out);

@@ -22,6 +22,14 @@ fl_actor_t *fl_api_root(fl_api_t *api);
 
 int fl_api_health_routes(fl_api_t *api, fl_http_router_t *router);
 int fl_api_admin_routes(fl_api_t *api, fl_http_router_t *router);
+int fl_api_ingest_routes(fl_api_t *api, fl_http_router_t *router);
+
+/* 422 invalid_fix with a "details" array (taken: its reference is the function's). */
+struct json_t;
+void fl_api_respond_invalid_fix(fl_http_req_t *req, struct json_t *details, const char *message);
+/* Ingest counters by name (accepted_batches, accepted_fixes, duplicate_batches, or a rejection
+ * code); -1 for an unknown name. For /metrics. */
+long fl_api_ingest_count(const char *what);
 int fl_api_history_routes(fl_api_t *api, fl_http_router_t *router);
 
 /* ---- bearer tokens (auth.c) ---- */

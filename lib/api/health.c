@@ -44,6 +44,8 @@ static void get_ready(fl_http_req_t *req, void *arg)
     }
     if (api->deps.jobs && db != NULL && fl_db_service_up(db) && !fl_jobs_ready(api->deps.jobs))
         len = add_reason(body, len, sizeof(body), "job queue not connected to the database");
+    if (api->deps.partners && !fl_partners_loaded(api->deps.partners))
+        len = add_reason(body, len, sizeof(body), "partners not loaded");
     fl_actor_t *root = fl_api_root(api);
     if (root == NULL)
         len = add_reason(body, len, sizeof(body), "supervision tree not running");

@@ -108,6 +108,15 @@ static const fl_setting_t settings[] = {
      "Positions (and their signed batches) older than this are deleted, in small batches. 0: keep everything.", F(retention_s)},
     {"FLEETD_RETENTION_EVERY", FL_SET_SECONDS, "1d", 60, 30LL * 86400, NULL, false,
      "How often the retention job runs (one node per tick).", F(retention_every_s)},
+    {"FLEETD_INGEST_MAX_FIXES", FL_SET_INT, "1000", 1, 100000, NULL, false,
+     "Fixes in one ingest batch; a larger batch is refused whole (422).", F(ingest_max_fixes)},
+    {"FLEETD_INGEST_TIMESTAMP_TOLERANCE", FL_SET_DURATION, "5m", 1 * SEC, 60 * MIN, NULL, false,
+     "How far webhook-timestamp may be from fleetd's clock, either way (401 timestamp_out_of_range past it).",
+     F(ingest_timestamp_tolerance_ms)},
+    {"FLEETD_INGEST_RATE", FL_SET_INT, "100", 0, 1000000, NULL, false,
+     "Batches per second each partner may send, on average (429 with Retry-After past it). 0: no limit.", F(ingest_rate)},
+    {"FLEETD_INGEST_BURST", FL_SET_INT, "200", 1, 10000000, NULL, false,
+     "Batches a partner may send at once above its rate (the token bucket's size).", F(ingest_burst)},
     {NULL, 0, NULL, 0, 0, NULL, false, NULL, 0},
 };
 

@@ -243,6 +243,12 @@ typedef struct fl_config {
     int jobs_keep_cancelled_s;
     int retention_s;
     int retention_every_s;
+
+    /* ingest */
+    int ingest_max_fixes;
+    int ingest_timestamp_tolerance_ms;
+    int ingest_rate;
+    int ingest_burst;
 } fl_config_t;
 
 /* FL_SET_DURATION fills an int of milliseconds; FL_SET_SECONDS an int of seconds (for days). */
