@@ -440,7 +440,9 @@ static void post_ingest(fl_http_req_t *req, void *arg)
     if (rc != FL_OK) {
         fl_partners_release(snap);
         if (rc == FL_EPROTO) {
-            reject(req, partner_id, R_JSON, 400, "the body is not JSON");
+            char message[300];
+            snprintf(message, sizeof(message), "the body is not JSON%s%s", err[0] ? ": " : "", err);
+            reject(req, partner_id, R_JSON, 400, message);
         } else if (rc == FL_EINVAL) {
             reject(req, partner_id, R_PAYLOAD, 400, err[0] ? err : "the body is not {\"fixes\":[...]}");
         } else if (rc == FL_ERANGE) {

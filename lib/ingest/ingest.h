@@ -118,11 +118,17 @@ typedef struct {
  * accuracy_m 0..100000; no other types. Returns FL_OK (batch filled), FL_EPROTO when the body is
  * not JSON (invalid_json), FL_EINVAL when it is JSON but not that shape (invalid_payload: message
  * in err), FL_ERANGE when one or more fixes are invalid (invalid_fix: every problem listed, up to
- * 100), FL_ENOMEM. fl_batch_free releases what it filled, whatever it returned. */
+ * 100), FL_ENOMEM. fl_batch_free releases what it filled, whatever it returned.
+ * Choices the contract leaves open (payload.c): unknown fields, in a fix or beside "fixes", are
+ * ignored (partners may send more than this version reads); an optional field that is null is
+ * absent; a key repeated in any object is invalid_payload; a fix that is not an object is an
+ * invalid fix with field "". On FL_ERANGE batch->fixes is NULL and err names the first problem. */
 int fl_batch_parse(const char *body, size_t len, int max_fixes, int64_t now_us, fl_batch_t *batch, char *err, size_t errlen);
 void fl_batch_free(fl_batch_t *batch);
 
-/* Parses an RFC 3339 timestamp (offset or Z, fractional seconds) to Unix microseconds. */
+/* Parses an RFC 3339 timestamp (offset or Z, fractional seconds) to Unix microseconds: FL_OK or
+ * FL_EINVAL. Fractions beyond microseconds are truncated; "-00:00" reads as UTC; a leap second
+ * (23:59:60 UTC only) is clamped to 23:59:59.999999; impossible dates are refused (rfc3339.c). */
 int fl_rfc3339_parse(const char *text, int64_t *us);
 
 #endif
