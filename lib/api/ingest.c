@@ -483,6 +483,15 @@ static void post_ingest(fl_http_req_t *req, void *arg)
         snprintf(in->fleets[in->nfleets++], 65, "%s", fleet);
     }
     fl_partners_release(snap);
+    for (int f = 0; in->fleets && api->deps.trackers && f < in->nfleets; f++) {
+        if (fl_trackers_busy(api->deps.trackers, in->fleets[f])) {
+            char message[160];
+            snprintf(message, sizeof(message), "fleet %s is receiving more fixes than it can show; retry shortly", in->fleets[f]);
+            reject(req, partner_id, R_UNAVAILABLE, 503, message);
+            ingest_free(in);
+            return;
+        }
+    }
     if (in->fleets == NULL) {
         reject(req, partner_id, R_UNAVAILABLE, 503, "out of memory; retry shortly");
         ingest_free(in);

@@ -645,6 +645,20 @@ static int get_tracker(fl_trackers_t *tr, const char *fleet_id, got_fn fn, void 
     return rc;
 }
 
+bool fl_trackers_busy(fl_trackers_t *tr, const char *fleet_id)
+{
+    char name[80];
+    snprintf(name, sizeof(name), "tracker:%s", fleet_id);
+    fl_actor_t *a = fl_registry_lookup(name);
+    if (a == NULL)
+        return false;
+    fl_actor_stats_t st;
+    fl_actor_stats(a, &st);
+    fl_actor_unref(a);
+    int cap = tr->opts.mailbox > 0 ? tr->opts.mailbox : FL_ACTOR_DEFAULT_MAILBOX;
+    return st.mailbox >= cap - cap / 10;
+}
+
 /* status */
 
 typedef struct {

@@ -61,6 +61,10 @@ int fl_trackers_status(fl_trackers_t *tr, const char *fleet_id, int timeout_ms, 
 typedef void (*fl_done_fn)(int status, void *arg);
 int fl_trackers_apply(fl_trackers_t *tr, const char *fleet_id, const fl_fix_t *fixes, int n, fl_done_fn cb, void *arg);
 
+/* Any thread: the fleet's tracker is running and its mailbox is over 90% full, so new fixes for
+ * it should be refused for now (ingest answers 503 before committing anything). */
+bool fl_trackers_busy(fl_trackers_t *tr, const char *fleet_id);
+
 /* Replay for a live subscriber that saw seq last_seq: FL_OK with the positions after it (each a
  * position event JSON with its seq, oldest first: n references the callback owns and drops; the
  * array itself is only lent for the call), or
