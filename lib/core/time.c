@@ -53,7 +53,10 @@ void fl_format_double(double v, char out[32])
         snprintf(out, 32, "null");
         return;
     }
-    for (int prec = 1; prec <= 17; prec++) {
+    /* 15 significant digits read back exactly for every value a person or a GPS writes (59.3293,
+     * 270, 0.1), without the exponent that fewer digits would force on 270 ("2.7e+02"); the rare
+     * double that needs more gets 16 or 17 */
+    for (int prec = 15; prec <= 17; prec++) {
         snprintf(out, 32, "%.*g", prec, v);
         if (strtod(out, NULL) == v)
             return;

@@ -324,7 +324,7 @@ static int parse_job(const char *args, batch_t *b, char *err, size_t errlen)
     int rc = parse_fixes(b, err, errlen);
     if (rc == FL_EINVAL) {
         char why[200];
-        snprintf(why, sizeof(why), "%s", err);
+        snprintf(why, sizeof(why), "%.190s", err); /* cut: it goes into one error entry */
         errf(err, errlen, "body: %s", why);
     }
     return rc;

@@ -12,7 +12,7 @@
 /* Optional fields are floats: the shortest text that reads back to the same float. */
 static void format_float(float v, char out[32])
 {
-    for (int prec = 1; prec <= 9; prec++) {
+    for (int prec = 6; prec <= 9; prec++) { /* 6 digits hold any float a partner sends as text */
         snprintf(out, 32, "%.*g", prec, (double)v);
         if (strtof(out, NULL) == v)
             return;

@@ -227,6 +227,11 @@ for variant in $FSYNC; do
     printf '| figure | median | target | every run (* = run with a window not clean) |\n|---|---:|---|---|\n'
     row "$variant" 'enqueue: maximum sustained rate, closed loop (fixes/s)' max.fixes_per_s '%.0f'
     row "$variant" '  in flight at the maximum (batches)' max.inflight '%.0f'
+    while read -r k; do
+        row "$variant" "  closed loop, $k in flight (fixes/s)" "closed.k$k.fixes_per_s" '%.0f'
+        row "$variant" "  closed loop, $k in flight: ack p99 (ms)" "closed.k$k.ack.p99" '%.1f'
+    done < <(awk -v v="$variant" '$1 == v && $3 ~ /^closed\.k[0-9]+\.fixes_per_s$/ { k = $3; sub(/^closed\.k/, "", k); sub(/\..*/, "", k); print k }' \
+        "$tmp/results.txt" | sort -un)
     row "$variant" 'psql \copy of the same rows (fixes/s)' copy.fixes_per_s '%.0f'
     row "$variant" 'enqueue max / \copy' ratio.enqueue_over_copy '%.2fx' '>= 0.5x'
     row "$variant" 'open loop at half the maximum: scheduled (fixes/s)' open.rate_fixes_per_s '%.0f'
@@ -237,6 +242,8 @@ for variant in $FSYNC; do
     row "$variant" '  ack latency max (ms)' open.ack.max '%.2f'
     row "$variant" '  from scheduled arrival p99 (ms)' open.sched.p99 '%.2f'
     row "$variant" '  errors (enqueues)' open.errors '%.0f' '0'
+    row "$variant" '  committer: jobs per flush (mean)' flush.open.mean_jobs '%.1f'
+    row "$variant" '  committer: ms from one flush to the next (mean)' flush.open.ms_between '%.1f'
     row "$variant" '  CPU: this process (% of machine)' open.self_pct '%.0f'
     row "$variant" '  CPU: PostgreSQL (% of machine)' open.pg_pct '%.0f'
     row "$variant" 'audit worker: jobs -> positions (fixes/s)' drain.fixes_per_s '%.0f'

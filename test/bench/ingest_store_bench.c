@@ -57,12 +57,12 @@
 
 /* ---- settings ---------------------------------------------------------------------------------- */
 
-static double opt_window = 5.0;                /* seconds measured per closed-loop K */
-static double opt_warmup = 2.0;                /* seconds before each measured window */
-static const char *opt_inflight = "16,64,256"; /* closed loop: batches in flight, total over both shards */
-static double opt_open = 10.0;                 /* open loop: seconds measured */
-static double opt_rate = 0;                    /* open loop: batches/s; 0: half the best closed-loop rate */
-static int opt_fixes = 100;                    /* fixes per batch (= vehicles per fleet) */
+static double opt_window = 5.0;                   /* seconds measured per closed-loop K */
+static double opt_warmup = 2.0;                   /* seconds before each measured window */
+static const char *opt_inflight = "16,32,64,128"; /* closed loop: batches in flight, total over both shards */
+static double opt_open = 10.0;                    /* open loop: seconds measured */
+static double opt_rate = 0;                       /* open loop: batches/s; 0: half the best closed-loop rate */
+static int opt_fixes = 100;                       /* fixes per batch (= vehicles per fleet) */
 static int opt_fleets = 10;
 static int opt_partners = 4;
 static int opt_commit_interval_ms = 5; /* fleetd serve's defaults (FLEETD_JOBS_COMMIT_INTERVAL, _MAX) */
@@ -1227,12 +1227,13 @@ static void measure_build(void)
 
 static void usage(void)
 {
-    fprintf(stderr,
-            "usage: ingest_store_bench --db-prefix=NAME [--csv=FILE] [--inflight=16,64,256] [--window=S] [--warmup=S] [--open=S]\n"
-            "                          [--rate=BATCHES_PER_S] [--fixes=N] [--fleets=N] [--partners=N] [--commit-interval-ms=N]\n"
-            "                          [--commit-max=N] [--audit=0|1] [--profile=0|1] [--label=TEXT]\n"
-            "DATABASE_URL: a PostgreSQL superuser URL; databases NAME_queue and NAME_copy are (re)created on it and left\n"
-            "for the caller (test/bench/ingest-store.sh) to use and drop.\n");
+    fprintf(
+        stderr,
+        "usage: ingest_store_bench --db-prefix=NAME [--csv=FILE] [--inflight=16,32,64,128] [--window=S] [--warmup=S] [--open=S]\n"
+        "                          [--rate=BATCHES_PER_S] [--fixes=N] [--fleets=N] [--partners=N] [--commit-interval-ms=N]\n"
+        "                          [--commit-max=N] [--audit=0|1] [--profile=0|1] [--label=TEXT]\n"
+        "DATABASE_URL: a PostgreSQL superuser URL; databases NAME_queue and NAME_copy are (re)created on it and left\n"
+        "for the caller (test/bench/ingest-store.sh) to use and drop.\n");
     exit(2);
 }
 

@@ -514,8 +514,8 @@ static void run_flood(const flood_t *f, flood_result_t *r)
 {
     memset(r, 0, sizeof(*r));
     int ndir = f->both ? 2 : 1, n = f->pairs * ndir;
-    sink_t *sinks = aligned_alloc(64, sizeof(sink_t) * (size_t)n);
-    source_t *sources = aligned_alloc(64, sizeof(source_t) * (size_t)n);
+    sink_t *sinks = aligned_alloc(64, sizeof(sink_t) * (size_t)(n ? n : 1)); /* n = 0: ping-pong alone */
+    source_t *sources = aligned_alloc(64, sizeof(source_t) * (size_t)(n ? n : 1));
     hist_t *hists = calloc((size_t)n + 2, sizeof(hist_t));
     fl_actor_t **actors = calloc((size_t)n * 2 + 2, sizeof(*actors));
     pong_t *pp = aligned_alloc(64, sizeof(pong_t) * 2);

@@ -152,6 +152,24 @@ static void time_formats_rfc3339_ms(void **state)
     assert_true(fl_now_mono_ms() > 0);
 }
 
+static void doubles_print_short_and_exact(void **state)
+{
+    (void)state;
+    char out[32];
+    const struct {
+        double v;
+        const char *text;
+    } cases[] = {{270, "270"}, {59.3293, "59.3293"}, {0.1, "0.1"}, {-180, "-180"}, {42.5, "42.5"}, {1e-7, "1e-07"}, {0, "0"}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        fl_format_double(cases[i].v, out);
+        assert_string_equal(out, cases[i].text);
+    }
+    fl_format_double(0.1 + 0.2, out); /* needs all 17 digits to read back */
+    assert_true(strtod(out, NULL) == 0.1 + 0.2);
+    fl_format_double(1.0 / 0.0, out);
+    assert_string_equal(out, "null");
+}
+
 static void random_below_stays_in_bounds(void **state)
 {
     (void)state;
@@ -182,6 +200,7 @@ int main(void)
         cmocka_unit_test(log_text_format_is_readable),
         cmocka_unit_test(alloc_fails_on_request),
         cmocka_unit_test(time_formats_rfc3339_ms),
+        cmocka_unit_test(doubles_print_short_and_exact),
         cmocka_unit_test(random_below_stays_in_bounds),
         cmocka_unit_test(strerror_names_every_status),
     };
