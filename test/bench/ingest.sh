@@ -214,7 +214,7 @@ if [[ $PROFILE == 1 ]]; then
     FLEETD_PID=
     fl_say "profile: fleetd under callgrind, 1 shard, single-fix batches, wrk -c2 for ${BENCH_PROFILE_SECONDS:-20}s"
     FLEETD_LISTEN=127.0.0.1:$PORT FLEETD_SHARDS=1 FLEETD_INGEST_RATE=0 FLEETD_ACCESS_LOG=false \
-        valgrind --tool=callgrind --callgrind-out-file="$tmp/callgrind.out" "$FLEETD" serve >"$tmp/fleetd-vg.log" 2>&1 &
+        valgrind --tool=callgrind --fair-sched=yes --callgrind-out-file="$tmp/callgrind.out" "$FLEETD" serve >"$tmp/fleetd-vg.log" 2>&1 &
     FLEETD_PID=$!
     for ((i = 0; i < 600; i++)); do
         curl -fso /dev/null "http://127.0.0.1:$PORT/ready" && break
@@ -227,8 +227,8 @@ if [[ $PROFILE == 1 ]]; then
     stop_pid "$FLEETD_PID" # SIGTERM: fleetd exits cleanly and callgrind writes its file
     FLEETD_PID=
     fl_say "callgrind: top 30 functions by exclusive cost (instructions)"
-    callgrind_annotate "$tmp/callgrind.out" 2>/dev/null | sed -n '/^-* *$/,$p' | grep -v '^$' | head -40
+    callgrind_annotate "$tmp/callgrind.out" 2>/dev/null | grep -v "^$" | sed -n "1,60p" | tail -35 || true
     fl_say "callgrind: top 40 by inclusive cost"
-    callgrind_annotate --inclusive=yes "$tmp/callgrind.out" 2>/dev/null | grep -v '^$' | sed -n '1,70p' | tail -45
+    callgrind_annotate --inclusive=yes "$tmp/callgrind.out" 2>/dev/null | grep -v "^$" | sed -n "1,70p" | tail -45 || true
     cp "$tmp/callgrind.out" "${TMPDIR:-/tmp}/fleetd-ingest.callgrind.out" && fl_note "profile kept: ${TMPDIR:-/tmp}/fleetd-ingest.callgrind.out"
 fi
