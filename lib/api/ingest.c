@@ -265,10 +265,11 @@ static bool refuse_foreign_vehicles(ingest_t *in, fl_map_t *cache)
         json_decref(details);
         return false;
     }
-    fl_api_respond_invalid_fix(in->req, details, "a vehicle belongs to the fleet of its first fix");
     atomic_fetch_add(&rejected[R_FIX], 1);
     fl_log(FL_LOG_INFO, "ingest.rejected", FL_MSG("a fix names another fleet than its vehicle's"), FL_RID(fl_http_req_id(in->req)),
            FL_STR("partner", in->partner_id), FL_STR("reason", "invalid_fix"), FL_INT("status", 422));
+    /* Last: answering may free the request (and its id) when the connection closes. */
+    fl_api_respond_invalid_fix(in->req, details, "a vehicle belongs to the fleet of its first fix");
     return true;
 }
 

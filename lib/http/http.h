@@ -112,7 +112,8 @@ const char *fl_http_req_query_string(const fl_http_req_t *req);
 int fl_http_set_header(fl_http_req_t *req, const char *name, const char *value);
 /* Sends the response; body is copied. content_type NULL: no Content-Type header. HEAD requests,
  * 1xx, 204 and 304 get no body. If the server runs out of memory while queuing the response,
- * the connection is closed (and logged). */
+ * the connection is closed (and logged). The request may be freed before this returns (a
+ * deferred answer on a closing connection): do not touch req, or strings from it, afterwards. */
 void fl_http_respond(fl_http_req_t *req, int status, const char *content_type, const void *body, size_t len);
 /* Zero-copy: body stays owned by the caller until release(ctx) is called (release may be NULL
  * for static bytes). release runs on the request's shard, once, even when the client is gone.

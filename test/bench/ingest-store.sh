@@ -145,7 +145,7 @@ for variant in $FSYNC; do
         printf '\n==== %s ====  loadavg before: %s\n' "$label" "$(cat /proc/loadavg)"
         # fleetd's own log lines (JSON, warnings and errors only) go to a file; a count by event follows
         "$BIN" --db-prefix="$prefix" --csv="$csv" --profile="$PROFILE" --label="$label" "$@" 2>"$tmp/$variant.run$i.log" |
-            tee "$out" | grep -v -e '^RESULT ' -e '^COPY_CONNINFO ' ||
+            tee "$out" | grep --line-buffered -v -e '^RESULT ' -e '^COPY_CONNINFO ' ||
             {
                 tail -n 20 "$tmp/$variant.run$i.log" >&2
                 fl_die "ingest_store_bench failed"
@@ -183,7 +183,7 @@ for variant in $FSYNC; do
         awk '$1 == "RESULT" && $2 == "max.fixes_per_s" { m = $3 } $1 == "RESULT" && $2 == "copy.fixes_per_s" { c = $3 }
             END { if (c > 0) { printf "  enqueue max / \\copy: %.2fx\nRESULT ratio.enqueue_over_copy %.4f x\n", m / c, m / c } }' "$out" |
             tee -a "$out" | grep -v '^RESULT '
-        csv_rows=$(awk '$1 == "RESULT" && $2 == "csv.rows" { print $3 }' "$out")
+        csv_rows=$(awk '$1 == "RESULT" && $2 == "csv.rows" { printf "%d", $3 }' "$out")
         [[ "$csv_rows" == "$rows" ]] || fl_warn "the CSV held $csv_rows fixes but positions has $rows"
 
         psql_admin -c "DROP DATABASE IF EXISTS ${prefix}_queue WITH (FORCE)" -c "DROP DATABASE IF EXISTS ${prefix}_copy WITH (FORCE)"
