@@ -1,6 +1,6 @@
 /* fleetd fleet create / list: the fleets partners write to and operators watch. Blocking libpq:
  * this is not an event-loop thread. */
-#include "commands.h"
+#include "cli_db.h"
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -8,76 +8,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-static bool valid_id(const char *s)
-{
-    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
-    return n >= 1 && n <= 64 && s[n] == '\0';
-}
-
-static void quiet(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
-/* The first line of a libpq message (they end with a newline and may add detail lines). */
-static const char *first_line(const char *msg, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%.*s", (int)strcspn(msg ? msg : "", "\n"), msg ? msg : "");
-    return out;
-}
-
-/* Connects within the configured timeout; NULL after printing why (exit code in *rc). Settings in
- * DATABASE_URL win over the defaults given here (they come later in the expansion of dbname). */
-static PGconn *connect_db(const fl_config_t *cfg, int *rc)
-{
-    const char *url = cfg->database_url ? cfg->database_url : "";
-    char timeout[16], line[512];
-    snprintf(timeout, sizeof(timeout), "%d", (cfg->db_connect_timeout_ms + 999) / 1000);
-    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *values[] = {timeout, "fleetd fleet", url, NULL};
-    if (url[0]) {
-        char *perr = NULL;
-        PQconninfoOption *parsed = PQconninfoParse(url, &perr);
-        if (parsed == NULL) {
-            *rc = usage_error("DATABASE_URL: %s", first_line(perr ? perr : "cannot be parsed", line, sizeof(line)));
-            PQfreemem(perr);
-            return NULL;
-        }
-        PQconninfoFree(parsed);
-    }
-    PGconn *pg = PQconnectdbParams(keys, values, 1);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        *rc = runtime_error("cannot connect to the database: %s",
-                            first_line(pg ? PQerrorMessage(pg) : "out of memory", line, sizeof(line)));
-        PQfinish(pg);
-        return NULL;
-    }
-    PQsetNoticeProcessor(pg, quiet, NULL);
-    return pg;
-}
-
-/* Runs a query; NULL after printing why (exit code in *rc). */
-static PGresult *query(PGconn *pg, const char *what, const char *sql, int n, const char *const *values, int *rc)
-{
-    PGresult *res = PQexecParams(pg, sql, n, NULL, values, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-        return res;
-    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    char line[512];
-    if (state && strcmp(state, "42P01") == 0)
-        *rc = runtime_error("%s: the database has no fleets table: run fleetd migrate first", what);
-    else
-        *rc = runtime_error("%s: %s", what, msg ? msg : first_line(PQerrorMessage(pg), line, sizeof(line)));
-    PQclear(res);
-    return NULL;
-}
-
 /* ---- fleetd fleet create ID [--name NAME] ---- */
 
 static const char create_sql[] = "INSERT INTO fleets (id, name) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING RETURNING id";
+
+int fleet_insert(PGconn *pg, const char *what, const char *id, const char *name, bool *created)
+{
+    int rc = EXIT_OK;
+    const char *values[] = {id, name};
+    PGresult *res = cli_db_query(pg, what, create_sql, 2, values, &rc);
+    if (res == NULL)
+        return rc;
+    *created = PQntuples(res) > 0;
+    PQclear(res);
+    return EXIT_OK;
+}
 
 static int create(fl_config_t *cfg, int argc, char **argv)
 {
@@ -94,24 +39,21 @@ static int create(fl_config_t *cfg, int argc, char **argv)
     }
     if (id == NULL)
         return usage_error("fleet create: which fleet? (fleetd fleet create ID [--name NAME])");
-    if (!valid_id(id))
+    if (!fl_id_valid(id))
         return usage_error("fleet create: \"%s\" is not a fleet id (1 to 64 characters of [A-Za-z0-9._-])", id);
     if (name && strlen(name) > 256)
         return usage_error("fleet create: --name is longer than 256 characters");
 
     int rc = EXIT_OK;
-    PGconn *pg = connect_db(cfg, &rc);
+    PGconn *pg = cli_db_connect(cfg, "fleetd fleet", &rc);
     if (pg == NULL)
         return rc;
-    const char *values[] = {id, name};
-    PGresult *res = query(pg, "fleet create", create_sql, 2, values, &rc);
-    if (res != NULL) {
-        if (PQntuples(res) == 0)
-            rc = runtime_error("fleet create: fleet \"%s\" already exists", id);
-        else
-            printf("fleet %s created\n", id);
-        PQclear(res);
-    }
+    bool created = false;
+    rc = fleet_insert(pg, "fleet create", id, name, &created);
+    if (rc == EXIT_OK && !created)
+        rc = runtime_error("fleet create: fleet \"%s\" already exists", id);
+    else if (rc == EXIT_OK)
+        printf("fleet %s created\n", id);
     PQfinish(pg);
     return rc;
 }
@@ -132,10 +74,10 @@ static int list(fl_config_t *cfg, int argc, char **argv)
             return usage_error("fleet list: unexpected argument \"%s\" (see fleetd fleet --help)", argv[i]);
     }
     int rc = EXIT_OK;
-    PGconn *pg = connect_db(cfg, &rc);
+    PGconn *pg = cli_db_connect(cfg, "fleetd fleet", &rc);
     if (pg == NULL)
         return rc;
-    PGresult *res = query(pg, "fleet list", list_sql, 0, NULL, &rc);
+    PGresult *res = cli_db_query(pg, "fleet list", list_sql, 0, NULL, &rc);
     if (res == NULL) {
         PQfinish(pg);
         return rc;

@@ -1,7 +1,7 @@
 /* fleetd jobs: the job queue as an operator sees it (counts per queue and state, the failing jobs
  * with their last error), and retrying or cancelling one job. Blocking libpq: this is not an event
  * loop thread. */
-#include "commands.h"
+#include "cli_db.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -14,64 +14,9 @@
 static const char *const states[] = {"available", "scheduled", "executing", "retryable", "completed", "discarded", "cancelled"};
 #define NSTATES 7
 
-static void quiet(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
-/* The first line of a libpq message (they end with a newline and may add detail lines). */
-static const char *first_line(const char *msg, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%.*s", (int)strcspn(msg ? msg : "", "\n"), msg ? msg : "");
-    return out;
-}
-
-/* Connects within the configured timeout; NULL after printing why. Settings in DATABASE_URL win
- * over the defaults given here (they come later in the expansion of dbname). */
-static PGconn *connect_db(const fl_config_t *cfg, int *exit_code)
-{
-    const char *url = cfg->database_url ? cfg->database_url : "";
-    char timeout[16], line[512];
-    snprintf(timeout, sizeof(timeout), "%d", (cfg->db_connect_timeout_ms + 999) / 1000);
-    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *values[] = {timeout, "fleetd jobs", url, NULL};
-    if (url[0]) {
-        char *perr = NULL;
-        PQconninfoOption *parsed = PQconninfoParse(url, &perr);
-        if (parsed == NULL) {
-            *exit_code = usage_error("DATABASE_URL: %s", first_line(perr ? perr : "cannot be parsed", line, sizeof(line)));
-            PQfreemem(perr);
-            return NULL;
-        }
-        PQconninfoFree(parsed);
-    }
-    PGconn *pg = PQconnectdbParams(keys, values, 1);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        *exit_code = runtime_error("cannot connect to the database: %s",
-                                   first_line(pg ? PQerrorMessage(pg) : "out of memory", line, sizeof(line)));
-        PQfinish(pg);
-        return NULL;
-    }
-    PQsetNoticeProcessor(pg, quiet, NULL);
-    return pg;
-}
-
 static PGresult *query(PGconn *pg, const char *sql, int n, const char *const *values, int *exit_code)
 {
-    PGresult *res = PQexecParams(pg, sql, n, NULL, values, NULL, NULL, 0);
-    ExecStatusType st = PQresultStatus(res);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-        return res;
-    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    char line[512];
-    if (state && strcmp(state, "42P01") == 0)
-        *exit_code = runtime_error("the database has no jobs table: run fleetd migrate first");
-    else
-        *exit_code = runtime_error("the query failed: %s", msg ? msg : first_line(PQerrorMessage(pg), line, sizeof(line)));
-    PQclear(res);
-    return NULL;
+    return cli_db_query(pg, "jobs", sql, n, values, exit_code);
 }
 
 /* ---- fleetd jobs [--json] [--limit N] ---- */
@@ -329,7 +274,7 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
         return usage_error("jobs %s: --json is for the listing only", action);
 
     int rc = EXIT_OK;
-    PGconn *pg = connect_db(cfg, &rc);
+    PGconn *pg = cli_db_connect(cfg, "fleetd jobs", &rc);
     if (pg == NULL)
         return rc;
     if (action == NULL) {

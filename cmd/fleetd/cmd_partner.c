@@ -2,9 +2,7 @@
  * signing secrets. A secret is printed once and stored only sealed under the master key
  * (lib/ingest/secrets.c). Every change commits together with NOTIFY fleetd_partners, so running
  * daemons reload their partner cache. Blocking libpq: this is not an event-loop thread. */
-#include "commands.h"
-
-#include "ingest/ingest.h"
+#include "cli_db.h"
 
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -24,108 +22,10 @@ typedef struct {
     bool force;
 } partner_opts_t;
 
-static bool valid_id(const char *s)
-{
-    size_t n = strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-");
-    return n >= 1 && n <= 64 && s[n] == '\0';
-}
-
-static void quiet(void *arg, const char *message)
-{
-    (void)arg;
-    (void)message;
-}
-
-static const char *first_line(const char *msg, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%.*s", (int)strcspn(msg ? msg : "", "\n"), msg ? msg : "");
-    return out;
-}
-
-static PGconn *connect_db(const fl_config_t *cfg, int *rc)
-{
-    const char *url = cfg->database_url ? cfg->database_url : "";
-    char timeout[16], line[512];
-    snprintf(timeout, sizeof(timeout), "%d", (cfg->db_connect_timeout_ms + 999) / 1000);
-    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *values[] = {timeout, "fleetd partner", url, NULL};
-    if (url[0]) {
-        char *perr = NULL;
-        PQconninfoOption *parsed = PQconninfoParse(url, &perr);
-        if (parsed == NULL) {
-            *rc = usage_error("DATABASE_URL: %s", first_line(perr ? perr : "cannot be parsed", line, sizeof(line)));
-            PQfreemem(perr);
-            return NULL;
-        }
-        PQconninfoFree(parsed);
-    }
-    PGconn *pg = PQconnectdbParams(keys, values, 1);
-    if (PQstatus(pg) != CONNECTION_OK) {
-        *rc = runtime_error("cannot connect to the database: %s",
-                            first_line(pg ? PQerrorMessage(pg) : "out of memory", line, sizeof(line)));
-        PQfinish(pg);
-        return NULL;
-    }
-    PQsetNoticeProcessor(pg, quiet, NULL);
-    return pg;
-}
-
-/* Runs one statement (text parameters unless formats says otherwise, results in binary when
- * binary_result); NULL after printing why (exit code in *rc). */
-static PGresult *query_ex(PGconn *pg, const char *what, const char *sql, int n, const char *const *values, const int *lengths,
-                          const int *formats, int binary_result, int *rc)
-{
-    PGresult *res = PQexecParams(pg, sql, n, NULL, values, lengths, formats, binary_result);
-    ExecStatusType st = PQresultStatus(res);
-    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
-        return res;
-    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    char line[512];
-    if (state && strcmp(state, "42P01") == 0)
-        *rc = runtime_error("%s: the database has no partners table: run fleetd migrate first", what);
-    else
-        *rc = runtime_error("%s: %s", what, msg ? msg : first_line(PQerrorMessage(pg), line, sizeof(line)));
-    PQclear(res);
-    return NULL;
-}
-
-static PGresult *query(PGconn *pg, const char *what, const char *sql, int n, const char *const *values, int *rc)
-{
-    return query_ex(pg, what, sql, n, values, NULL, NULL, 0, rc);
-}
-
-/* A statement whose result is not needed; false after printing why. */
-static bool exec_ok(PGconn *pg, const char *what, const char *sql, int n, const char *const *values, int *rc)
-{
-    PGresult *res = query(pg, what, sql, n, values, rc);
-    PQclear(res);
-    return res != NULL;
-}
-
-/* {"a","b"}: quoted, so that an id such as NULL stays a string; ids need no escaping. */
-static char *array_literal(const char *const *items, int n)
-{
-    size_t len = 3;
-    for (int i = 0; i < n; i++)
-        len += strlen(items[i]) + 3;
-    char *s = fl_malloc(len);
-    if (s == NULL)
-        return NULL;
-    strcpy(s, "{");
-    for (int i = 0; i < n; i++) {
-        strcat(s, i ? ",\"" : "\"");
-        strcat(s, items[i]);
-        strcat(s, "\"");
-    }
-    strcat(s, "}");
-    return s;
-}
-
 /* ---- the master key ---- */
 
 /* Loads it; a missing key is a runtime failure (exit 1), a malformed one a configuration error. */
-static int load_master(const fl_config_t *cfg, const char *what, uint8_t master[FL_MASTER_KEY_BYTES])
+int partner_load_master(const fl_config_t *cfg, const char *what, uint8_t master[FL_MASTER_KEY_BYTES])
 {
     char err[512];
     int st = fl_master_key_load(cfg, master, err, sizeof(err));
@@ -141,11 +41,11 @@ static int load_master(const fl_config_t *cfg, const char *what, uint8_t master[
 static const char sample_sql[] = "SELECT nonce, secret_ciphertext FROM partner_secrets"
                                  " WHERE retired_at IS NULL AND ($1::text IS NULL OR partner_id = $1) ORDER BY id DESC LIMIT 5";
 
-static int check_master(PGconn *pg, const char *what, const char *partner, const uint8_t master[FL_MASTER_KEY_BYTES])
+int partner_check_master(PGconn *pg, const char *what, const char *partner, const uint8_t master[FL_MASTER_KEY_BYTES])
 {
     int rc = EXIT_OK;
     const char *values[] = {partner};
-    PGresult *res = query_ex(pg, what, sample_sql, 1, values, NULL, NULL, 1, &rc);
+    PGresult *res = cli_db_query_ex(pg, what, sample_sql, 1, values, NULL, NULL, 1, &rc);
     if (res == NULL)
         return rc;
     int n = PQntuples(res);
@@ -171,8 +71,8 @@ static const char insert_secret_sql[] = "INSERT INTO partner_secrets (partner_id
 static const char notify_sql[] = "SELECT pg_notify('fleetd_partners', $1)";
 
 /* Generates a secret and stores it sealed; text gets its "whsec_..." form to print after COMMIT. */
-static bool add_secret(PGconn *pg, const char *what, const char *partner, const uint8_t master[FL_MASTER_KEY_BYTES], char text[64],
-                       int *rc)
+bool partner_add_secret(PGconn *pg, const char *what, const char *partner, const uint8_t master[FL_MASTER_KEY_BYTES], char text[64],
+                        int *rc)
 {
     uint8_t secret[FL_SECRET_BYTES], nonce[24], box[FL_SECRET_BYTES + 16];
     fl_secret_generate(secret, text);
@@ -181,7 +81,7 @@ static bool add_secret(PGconn *pg, const char *what, const char *partner, const 
     const char *values[] = {partner, (const char *)box, (const char *)nonce};
     const int lengths[] = {0, (int)sizeof(box), (int)sizeof(nonce)};
     const int formats[] = {0, 1, 1};
-    PGresult *res = query_ex(pg, what, insert_secret_sql, 3, values, lengths, formats, 0, rc);
+    PGresult *res = cli_db_query_ex(pg, what, insert_secret_sql, 3, values, lengths, formats, 0, rc);
     PQclear(res);
     return res != NULL;
 }
@@ -190,7 +90,7 @@ static bool add_secret(PGconn *pg, const char *what, const char *partner, const 
 static int commit_and_print(PGconn *pg, const char *what, char text[64])
 {
     int rc = EXIT_OK;
-    if (exec_ok(pg, what, "COMMIT", 0, NULL, &rc)) {
+    if (cli_db_exec(pg, what, "COMMIT", 0, NULL, &rc)) {
         printf("%s\n", text);
         if (fflush(stdout) != 0)
             rc = runtime_error("%s: cannot write the secret to standard output", what);
@@ -205,40 +105,55 @@ static const char missing_fleet_sql[] = "SELECT f FROM unnest($1::text[]) f WHER
                                         " ORDER BY f COLLATE \"C\" LIMIT 1";
 static const char insert_partner_sql[] = "INSERT INTO partners (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING id";
 static const char insert_fleets_sql[] = "INSERT INTO partner_fleets (partner_id, fleet_id)"
-                                        " SELECT $1, f FROM (SELECT DISTINCT unnest($2::text[]) AS f) wanted";
+                                        " SELECT $1, f FROM (SELECT DISTINCT unnest($2::text[]) AS f) wanted"
+                                        " ON CONFLICT DO NOTHING";
+
+bool partner_notify(PGconn *pg, const char *what, const char *partner, int *rc)
+{
+    const char *values[] = {partner};
+    return cli_db_exec(pg, what, notify_sql, 1, values, rc);
+}
+
+int partner_insert(PGconn *pg, const char *what, const char *id, const char *fleets, bool *created)
+{
+    int rc = EXIT_OK;
+    const char *id_only[] = {id};
+    const char *fleet_param[] = {fleets};
+    const char *id_fleets[] = {id, fleets};
+    PGresult *res = cli_db_query(pg, what, missing_fleet_sql, 1, fleet_param, &rc);
+    if (res == NULL)
+        return rc;
+    if (PQntuples(res) > 0)
+        rc = runtime_error("%s: no fleet \"%s\" (see fleetd fleet list)", what, PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (rc != EXIT_OK || (res = cli_db_query(pg, what, insert_partner_sql, 1, id_only, &rc)) == NULL)
+        return rc;
+    *created = PQntuples(res) > 0;
+    PQclear(res);
+    cli_db_exec(pg, what, insert_fleets_sql, 2, id_fleets, &rc);
+    return rc;
+}
 
 static int create(PGconn *pg, const partner_opts_t *o, const uint8_t master[FL_MASTER_KEY_BYTES])
 {
     const char *what = "partner create";
     int rc = EXIT_OK;
-    char *fleets = array_literal(o->fleets, o->nfleets);
+    char *fleets = cli_db_array(o->fleets, o->nfleets);
     if (fleets == NULL)
         return runtime_error("%s: out of memory", what);
     char text[64] = "";
-    PGresult *res;
-    const char *id_only[] = {o->id};
-    const char *fleet_param[] = {fleets};
-    const char *id_fleets[] = {o->id, fleets};
-    if (!exec_ok(pg, what, "BEGIN", 0, NULL, &rc))
+    bool created = false;
+    if (!cli_db_exec(pg, what, "BEGIN", 0, NULL, &rc))
         goto out;
-    if (!o->force && (rc = check_master(pg, what, NULL, master)) != EXIT_OK)
+    if (!o->force && (rc = partner_check_master(pg, what, NULL, master)) != EXIT_OK)
         goto out;
-    if ((res = query(pg, what, missing_fleet_sql, 1, fleet_param, &rc)) == NULL)
+    if ((rc = partner_insert(pg, what, o->id, fleets, &created)) != EXIT_OK)
         goto out;
-    if (PQntuples(res) > 0)
-        rc = runtime_error("%s: no fleet \"%s\" (see fleetd fleet list)", what, PQgetvalue(res, 0, 0));
-    PQclear(res);
-    if (rc != EXIT_OK)
-        goto out;
-    if ((res = query(pg, what, insert_partner_sql, 1, id_only, &rc)) == NULL)
-        goto out;
-    if (PQntuples(res) == 0)
+    if (!created) {
         rc = runtime_error("%s: partner \"%s\" already exists (fleetd partner rotate %s adds a secret)", what, o->id, o->id);
-    PQclear(res);
-    if (rc != EXIT_OK)
         goto out;
-    if (!add_secret(pg, what, o->id, master, text, &rc) || !exec_ok(pg, what, insert_fleets_sql, 2, id_fleets, &rc) ||
-        !exec_ok(pg, what, notify_sql, 1, id_only, &rc))
+    }
+    if (!partner_add_secret(pg, what, o->id, master, text, &rc) || !partner_notify(pg, what, o->id, &rc))
         goto out;
     rc = commit_and_print(pg, what, text);
 out:
@@ -255,9 +170,9 @@ static const char lock_partner_sql[] = "SELECT id FROM partners WHERE id = $1 FO
 static bool begin_on_partner(PGconn *pg, const char *what, const char *id, int *rc)
 {
     const char *values[] = {id};
-    if (!exec_ok(pg, what, "BEGIN", 0, NULL, rc))
+    if (!cli_db_exec(pg, what, "BEGIN", 0, NULL, rc))
         return false;
-    PGresult *res = query(pg, what, lock_partner_sql, 1, values, rc);
+    PGresult *res = cli_db_query(pg, what, lock_partner_sql, 1, values, rc);
     if (res == NULL)
         return false;
     bool found = PQntuples(res) > 0;
@@ -272,12 +187,11 @@ static int rotate(PGconn *pg, const partner_opts_t *o, const uint8_t master[FL_M
     const char *what = "partner rotate";
     int rc = EXIT_OK;
     char text[64] = "";
-    const char *id_only[] = {o->id};
     if (!begin_on_partner(pg, what, o->id, &rc))
         return rc;
-    if (!o->force && (rc = check_master(pg, what, o->id, master)) != EXIT_OK)
+    if (!o->force && (rc = partner_check_master(pg, what, o->id, master)) != EXIT_OK)
         return rc;
-    if (add_secret(pg, what, o->id, master, text, &rc) && exec_ok(pg, what, notify_sql, 1, id_only, &rc))
+    if (partner_add_secret(pg, what, o->id, master, text, &rc) && partner_notify(pg, what, o->id, &rc))
         rc = commit_and_print(pg, what, text);
     sodium_memzero(text, sizeof(text));
     return rc;
@@ -296,12 +210,12 @@ static int retire(PGconn *pg, const partner_opts_t *o)
     const char *id_only[] = {o->id};
     if (!begin_on_partner(pg, what, o->id, &rc))
         return rc;
-    PGresult *res = query(pg, what, retire_sql, 1, id_only, &rc);
+    PGresult *res = cli_db_query(pg, what, retire_sql, 1, id_only, &rc);
     if (res == NULL)
         return rc;
     int n = PQntuples(res);
     PQclear(res);
-    if ((n > 0 && !exec_ok(pg, what, notify_sql, 1, id_only, &rc)) || !exec_ok(pg, what, "COMMIT", 0, NULL, &rc))
+    if ((n > 0 && !partner_notify(pg, what, o->id, &rc)) || !cli_db_exec(pg, what, "COMMIT", 0, NULL, &rc))
         return rc;
     if (n == 0)
         printf("partner %s: nothing to retire; its newest secret is its only live one\n", o->id);
@@ -326,7 +240,7 @@ static const char list_sql[] =
 static int list(PGconn *pg, const partner_opts_t *o)
 {
     int rc = EXIT_OK;
-    PGresult *res = query(pg, "partner list", list_sql, 0, NULL, &rc);
+    PGresult *res = cli_db_query(pg, "partner list", list_sql, 0, NULL, &rc);
     if (res == NULL)
         return rc;
     int n = PQntuples(res);
@@ -383,7 +297,7 @@ static int parse_args(partner_opts_t *o, int argc, char **argv)
             const char *value = arg[7] == '=' ? arg + 8 : i + 1 < argc ? argv[++i] : NULL;
             if (value == NULL)
                 return usage_error("partner create: --fleet needs a fleet id");
-            if (!valid_id(value))
+            if (!fl_id_valid(value))
                 return usage_error("partner create: \"%s\" is not a fleet id (1 to 64 characters of [A-Za-z0-9._-])", value);
             if (o->nfleets == MAX_FLEETS)
                 return usage_error("partner create: at most %d fleets per partner", MAX_FLEETS);
@@ -401,7 +315,7 @@ static int parse_args(partner_opts_t *o, int argc, char **argv)
     if (!list && o->id == NULL)
         return usage_error("partner %s: which partner? (fleetd partner %s ID%s)", o->action, o->action,
                            create ? " --fleet FLEET" : "");
-    if (o->id && !valid_id(o->id))
+    if (o->id && !fl_id_valid(o->id))
         return usage_error("partner %s: \"%s\" is not a partner id (1 to 64 characters of [A-Za-z0-9._-])", o->action, o->id);
     if (create && o->nfleets == 0)
         return usage_error("partner create: give the fleets it may write with --fleet FLEET (one or more)");
@@ -419,9 +333,9 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
     uint8_t master[FL_MASTER_KEY_BYTES];
     char what[32];
     snprintf(what, sizeof(what), "partner %s", o.action);
-    if (seals && (rc = load_master(cfg, what, master)) != EXIT_OK)
+    if (seals && (rc = partner_load_master(cfg, what, master)) != EXIT_OK)
         return rc;
-    PGconn *pg = connect_db(cfg, &rc);
+    PGconn *pg = cli_db_connect(cfg, "fleetd partner", &rc);
     if (pg != NULL) {
         if (strcmp(o.action, "create") == 0)
             rc = create(pg, &o, master);

@@ -13,6 +13,7 @@
 #include "commands.h"
 
 #include "api/api.h"
+#include "http/ws.h"
 #include "db/db.h"
 #include "http/http.h"
 #include "ingest/ingest.h"
@@ -113,7 +114,8 @@ static int parse_args(fl_config_t *cfg, int argc, char **argv)
 }
 
 /* Waits for SIGTERM/SIGINT (returns EXIT_OK) or the root's failure (EXIT_RUNTIME). SIGHUP reloads
- * the partners (new partners also arrive by themselves through a notification). */
+ * the partners (new partners also arrive by themselves through a notification) and forgets the
+ * cached bearer tokens (a revocation then takes effect at once, not within the cache's 5 s). */
 /* The signals the main thread takes: blocked everywhere, then waited for with sigwait. */
 static void daemon_signals(sigset_t *set)
 {
@@ -133,7 +135,8 @@ static int wait_for_stop(daemon_t *d)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            fl_log(FL_LOG_INFO, "fleetd.sighup", FL_MSG("SIGHUP: reloading the partners"));
+            fl_api_tokens_forget(d->api); /* before the log line, which tests and operators wait for */
+            fl_log(FL_LOG_INFO, "fleetd.sighup", FL_MSG("SIGHUP: cached tokens forgotten; reloading the partners"));
             if (d->partners)
                 fl_partners_reload(d->partners);
             continue;
@@ -150,6 +153,7 @@ static void drain(daemon_t *d)
 {
     fl_api_set_draining(d->api);
     fl_http_server_drain(d->http);
+    fl_ws_close_all(1001, "fleetd is shutting down; reconnect"); /* the phoenix client reconnects elsewhere */
     int64_t deadline = fl_now_mono_ms() + d->cfg->shutdown_timeout_ms;
     while (fl_http_server_connections(d->http) > 0 && fl_now_mono_ms() < deadline) {
         struct timespec pause = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
@@ -221,7 +225,8 @@ static int build(daemon_t *d)
         fl_log(FL_LOG_WARN, "fleetd.no_master_key",
                FL_MSG("no master key (FLEETD_MASTER_KEY or FLEETD_MASTER_KEY_FILE): ingest answers 503 until one is set"));
     }
-    fl_api_deps_t deps = {.cfg = cfg, .db = d->db, .rt = d->rt, .jobs = d->jobs, .partners = d->partners, .trackers = d->trackers};
+    fl_api_deps_t deps = {
+        .cfg = cfg, .db = d->db, .rt = d->rt, .jobs = d->jobs, .partners = d->partners, .trackers = d->trackers, .pubsub = d->ps};
     if ((rc = fl_api_new(&deps, &d->api)) != FL_OK)
         return rc;
     if ((d->router = fl_http_router_new()) == NULL)

@@ -1,120 +1,45 @@
-/* fleetd tree: the live supervision tree of a running daemon, from its /admin/tree route. */
+/* fleetd tree: the live supervision tree of a running daemon, from its /admin/tree route, which
+ * needs an admin token. */
 #include "commands.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
+#include "api/api.h"
+#include "cli_http.h"
+
 #include <jansson.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 typedef struct {
     const char *url;   /* http://host:port */
-    const char *token; /* admin token, or NULL */
+    const char *token; /* admin token */
     bool json;
     const char *restart_id;
 } tree_opts_t;
 
-/* Splits "http://host:port" or "host:port" (IPv6 in brackets) into host and port. */
-static int split_url(const char *url, char *host, size_t hostlen, char *port, size_t portlen)
-{
-    if (strncmp(url, "http://", 7) == 0)
-        url += 7;
-    const char *end = url + strcspn(url, "/");
-    const char *colon;
-    if (*url == '[') {
-        const char *close = memchr(url, ']', (size_t)(end - url));
-        if (close == NULL || close[1] != ':')
-            return FL_EINVAL;
-        snprintf(host, hostlen, "%.*s", (int)(close - url - 1), url + 1);
-        colon = close + 1;
-    } else {
-        colon = NULL;
-        for (const char *p = url; p < end; p++)
-            if (*p == ':')
-                colon = p;
-        if (colon == NULL)
-            return FL_EINVAL;
-        snprintf(host, hostlen, "%.*s", (int)(colon - url), url);
-    }
-    snprintf(port, portlen, "%.*s", (int)(end - colon - 1), colon + 1);
-    return host[0] && port[0] ? FL_OK : FL_EINVAL;
-}
-
-/* One HTTP/1.1 request with Connection: close; returns the status and the body (caller frees). */
+/* One HTTP/1.1 request with Connection: close (cli_http.c); returns the status and the body (caller
+ * frees). */
 static int http_call(const tree_opts_t *o, const char *method, const char *path, int *status, char **body, char *err, size_t errlen)
 {
-    char host[256], port[16];
-    if (split_url(o->url, host, sizeof(host), port, sizeof(port)) != FL_OK) {
-        snprintf(err, errlen, "\"%s\" is not a daemon address (expected http://HOST:PORT)", o->url);
-        return EXIT_USAGE;
+    char headers[160];
+    snprintf(headers, sizeof(headers), "Authorization: Bearer %.100s\r\n", o->token);
+    cli_http_response_t res;
+    int st = cli_http_request(o->url, method, path, headers, NULL, 0, 10000, &res, err, errlen);
+    if (st == FL_EUNAVAIL) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", err);
+        snprintf(err, errlen, "cannot reach the daemon at %s: %s (is fleetd serve running there?)", o->url, why);
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-    int gai = getaddrinfo(host, port, &hints, &ai);
-    if (gai != 0) {
-        snprintf(err, errlen, "cannot resolve %s: %s", host, gai_strerror(gai));
+    if (st != FL_OK)
+        return st == FL_EINVAL ? EXIT_USAGE : EXIT_RUNTIME;
+    *status = res.status;
+    *body = strdup(res.body);
+    cli_http_response_free(&res);
+    if (*body == NULL) {
+        snprintf(err, errlen, "out of memory");
         return EXIT_RUNTIME;
     }
-    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-    struct timeval tv = {.tv_sec = 10};
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    }
-    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-        snprintf(err, errlen, "cannot reach the daemon at %s:%s: %s (is fleetd serve running there?)", host, port, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(ai);
-        return EXIT_RUNTIME;
-    }
-    freeaddrinfo(ai);
-
-    char req[1024];
-    int n = snprintf(req, sizeof(req),
-                     "%s %s HTTP/1.1\r\nHost: %s:%s\r\nAccept: application/json\r\nConnection: close\r\n%s%s%s"
-                     "Content-Length: 0\r\n\r\n",
-                     method, path, host, port, o->token ? "Authorization: Bearer " : "", o->token ? o->token : "",
-                     o->token ? "\r\n" : "");
-    if (n <= 0 || (size_t)n >= sizeof(req) || write(fd, req, (size_t)n) != n) {
-        snprintf(err, errlen, "cannot send the request: %s", strerror(errno));
-        close(fd);
-        return EXIT_RUNTIME;
-    }
-    size_t cap = 65536, len = 0;
-    char *buf = malloc(cap);
-    ssize_t got;
-    while (buf && (got = read(fd, buf + len, cap - len - 1)) > 0) {
-        len += (size_t)got;
-        if (len + 1 == cap) {
-            char *bigger = cap < (64u << 20) ? realloc(buf, cap * 2) : NULL;
-            if (bigger == NULL) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = bigger;
-            cap *= 2;
-        }
-    }
-    close(fd);
-    if (buf == NULL) {
-        snprintf(err, errlen, "the daemon's answer is too large");
-        return EXIT_RUNTIME;
-    }
-    buf[len] = '\0';
-    char *head_end = strstr(buf, "\r\n\r\n");
-    if (strncmp(buf, "HTTP/1.", 7) != 0 || head_end == NULL || sscanf(buf + 9, "%d", status) != 1) {
-        snprintf(err, errlen, "the daemon's answer is not HTTP");
-        free(buf);
-        return EXIT_RUNTIME;
-    }
-    *body = strdup(head_end + 4);
-    free(buf);
     return EXIT_OK;
 }
 
@@ -204,8 +129,10 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
         else
             return usage_error("tree: unexpected argument \"%s\" (see fleetd tree --help)", argv[i]);
     }
-    if (o.token && o.token[0] == '\0')
-        o.token = NULL;
+    if (o.token == NULL || o.token[0] == '\0')
+        return usage_error("tree: no admin token: set FLEETD_ADMIN_TOKEN or give --token (fleetd token create --admin makes one)");
+    if (!fl_api_token_well_formed(o.token))
+        return usage_error("tree: the admin token is not a fleetd token (\"fl_\" and 43 characters of [A-Za-z0-9_-])");
 
     int status = 0;
     char *body = NULL, err[512];
@@ -249,12 +176,15 @@ const command_t cmd_tree = {
              "       fleetd tree restart CHILD_ID [--url ...] [--token ...]\n\n"
              "Asks the daemon at FLEETD_LISTEN (or --url) for its supervision tree (GET /admin/tree) and\n"
              "prints it indented: every supervisor and actor with its status, restarts, last crash,\n"
-             "uptime, memory, and for actors the mailbox depth and messages handled.\n\n"
+             "uptime, memory, and for actors the mailbox depth and messages handled. The admin routes need\n"
+             "an admin token (fleetd token create --admin): FLEETD_ADMIN_TOKEN, or --token.\n\n"
              "  --json               print the tree as the daemon's JSON\n"
              "  --url URL            the daemon's address (default http://$FLEETD_LISTEN)\n"
-             "  --token TOKEN        admin token (default $FLEETD_ADMIN_TOKEN)\n"
+             "  --token TOKEN        the admin token (default $FLEETD_ADMIN_TOKEN; prefer the variable: a\n"
+             "                       command line is visible to other users of the machine)\n"
              "  restart CHILD_ID     kill that child as a drill; its supervisor restarts it (for example\n"
              "                       tracker:harbor-1, db:0, pubsub:1); prints once it runs again\n\n"
-             "Exit status: 0 success, 1 the daemon cannot be reached or refused, 2 usage error.\n",
+             "Exit status: 0 success, 1 the daemon cannot be reached or refused (a token that is unknown,\n"
+             "revoked or not admin), 2 usage error or no admin token.\n",
     .run = run,
 };

@@ -29,5 +29,6 @@ extern const command_t cmd_jobs;
 extern const command_t cmd_token;
 extern const command_t cmd_fleet;
 extern const command_t cmd_partner;
+extern const command_t cmd_demo;
 
 #endif

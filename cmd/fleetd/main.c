@@ -8,7 +8,7 @@
 #include <sys/resource.h>
 
 static const command_t *const commands[] = {&cmd_serve, &cmd_migrate, &cmd_fleet,  &cmd_partner, &cmd_token,
-                                            &cmd_tree,  &cmd_jobs,    &cmd_config, NULL};
+                                            &cmd_tree,  &cmd_jobs,    &cmd_config, &cmd_demo,    NULL};
 
 static void print_help(FILE *f)
 {

@@ -1,5 +1,5 @@
-/* /admin/tree: the supervision tree, and a drill that restarts one child. Until operator tokens
- * exist these routes answer only to clients on a loopback address. */
+/* /admin/tree: the supervision tree, and a drill that restarts one child. Both need an admin
+ * bearer token (fl_api_authorize_admin: 401 without a valid token, 403 for one that is not admin). */
 #include "api_internal.h"
 
 #include <jansson.h>
@@ -10,18 +10,15 @@
 /* The tree's root for an admin request (a reference), or NULL after answering the request. */
 static fl_actor_t *admin_root(fl_api_t *api, fl_http_req_t *req)
 {
-    if (!fl_http_req_peer_is_loopback(req)) {
-        fl_http_respond_error(req, 403, "forbidden", "the admin routes answer only on a loopback address");
-        return NULL;
-    }
     fl_actor_t *root = fl_api_root(api);
     if (root == NULL)
         fl_http_respond_error(req, 503, "unavailable", "the supervision tree is not running");
     return root;
 }
 
-static void get_tree(fl_http_req_t *req, void *arg)
+static void tree_authorized(fl_http_req_t *req, const fl_api_token_t *token, void *arg)
 {
+    (void)token;
     fl_actor_t *root = admin_root(arg, req);
     if (root == NULL)
         return;
@@ -63,18 +60,28 @@ static void restarted(int status, void *reply, void *arg)
     }
 }
 
-static void post_restart(fl_http_req_t *req, void *arg)
+static void restart_authorized(fl_http_req_t *req, const fl_api_token_t *token, void *arg)
 {
     fl_actor_t *root = admin_root(arg, req);
     if (root == NULL)
         return;
     const char *id = fl_http_req_param(req, "child_id");
     fl_log(FL_LOG_WARN, "admin.restart", FL_MSG("an operator restarts a child of the tree"), FL_RID(fl_http_req_id(req)),
-           FL_STR("child", id), FL_STR("peer", fl_http_req_peer(req)));
+           FL_STR("child", id), FL_STR("peer", fl_http_req_peer(req)), FL_INT("token_id", (long long)token->id));
     int rc = fl_tree_restart(root, id, restarted, req);
     fl_actor_unref(root);
     if (rc != FL_OK)
         restarted(rc, NULL, req); /* answers the request: req is not touched after this */
+}
+
+static void get_tree(fl_http_req_t *req, void *arg)
+{
+    fl_api_authorize_admin(arg, req, tree_authorized, arg);
+}
+
+static void post_restart(fl_http_req_t *req, void *arg)
+{
+    fl_api_authorize_admin(arg, req, restart_authorized, arg);
 }
 
 int fl_api_admin_routes(fl_api_t *api, fl_http_router_t *router)

@@ -1,4 +1,6 @@
 #include "api_internal.h"
+#include "live.h"
+#include "presence.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -12,9 +14,15 @@ int fl_api_new(const fl_api_deps_t *deps, fl_api_t **out)
     api->deps = *deps;
     atomic_init(&api->draining, false);
     pthread_mutex_init(&api->lock, NULL);
-    if (fl_api_tokens_new(api) != FL_OK) {
+    if (fl_api_tokens_new(api) != FL_OK || fl_presence_new(&api->presence) != FL_OK ||
+        (deps->rt && deps->pubsub && fl_live_new(deps->rt, deps->pubsub, deps->cfg, &api->live) != FL_OK)) {
         fl_api_free(api);
         return FL_ENOMEM;
+    }
+    int rc = fl_api_web_new(api);
+    if (rc != FL_OK) {
+        fl_api_free(api);
+        return rc;
     }
     *out = api;
     return FL_OK;
@@ -27,6 +35,9 @@ void fl_api_free(fl_api_t *api)
     if (api->root)
         fl_actor_unref(api->root);
     fl_api_tokens_free(api);
+    fl_api_web_free(api);
+    fl_live_free(api->live);
+    fl_presence_free(api->presence);
     pthread_mutex_destroy(&api->lock);
     fl_free(api);
 }
@@ -58,6 +69,7 @@ fl_actor_t *fl_api_root(fl_api_t *api)
 void fl_api_set_draining(fl_api_t *api)
 {
     atomic_store(&api->draining, true);
+    fl_api_sse_close_all(api);
 }
 
 int fl_api_routes(fl_api_t *api, fl_http_router_t *router)
@@ -68,7 +80,17 @@ int fl_api_routes(fl_api_t *api, fl_http_router_t *router)
     if (rc == FL_OK)
         rc = fl_api_history_routes(api, router);
     if (rc == FL_OK)
+        rc = fl_api_fleets_routes(api, router);
+    if (rc == FL_OK)
+        rc = fl_api_web_routes(api, router);
+    if (rc == FL_OK)
+        rc = fl_api_status_routes(api, router);
+    if (rc == FL_OK)
         rc = fl_api_ingest_routes(api, router);
+    if (rc == FL_OK)
+        rc = fl_api_channel_routes(api, router);
+    if (rc == FL_OK)
+        rc = fl_api_sse_routes(api, router);
     return rc;
 }
 

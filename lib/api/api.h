@@ -22,6 +22,7 @@ typedef struct {
     fl_jobs_t *jobs;         /* may be NULL: /ready then does not wait for the job queue */
     fl_partners_t *partners; /* NULL without a master key: ingest answers 503 */
     fl_trackers_t *trackers; /* where accepted fixes are shown live (may be NULL) */
+    fl_pubsub_t *pubsub;     /* positions and presence for live subscribers (NULL: no live routes' fan-out) */
 } fl_api_deps_t;
 
 int fl_api_new(const fl_api_deps_t *deps, fl_api_t **out);
@@ -46,5 +47,8 @@ int fl_api_token_new(char *token, unsigned char hash[32]);
 void fl_api_token_hash(const char *token, unsigned char hash[32]);
 /* True when s has the shape of a token (it may still be unknown or revoked). */
 bool fl_api_token_well_formed(const char *s);
+/* Forgets every cached token verdict, so a revoked token is refused from the next request on
+ * (SIGHUP; otherwise a revocation takes effect within the cache's 5 s). Any thread. */
+void fl_api_tokens_forget(fl_api_t *api);
 
 #endif

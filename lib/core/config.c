@@ -30,6 +30,10 @@ static const fl_setting_t settings[] = {
      "Key that encrypts partner secrets at rest: 64 hex characters (32 bytes).", F(master_key)},
     {"FLEETD_MASTER_KEY_FILE", FL_SET_STRING, NULL, 0, 0, NULL, false,
      "File holding the master key (64 hex characters), instead of FLEETD_MASTER_KEY.", F(master_key_file)},
+    {"FLEETD_DATA_DIR", FL_SET_STRING, NULL, 0, 0, NULL, false,
+     "Directory for local state: scripts/run keeps its private PostgreSQL and master key there (default .data in the "
+     "repository), and fleetd demo its operator token (demo-token, mode 0600).",
+     F(data_dir)},
     {"FLEETD_LOG_LEVEL", FL_SET_ENUM, "info", 0, 0, "debug|info|warn|error", false, "Least severe log level written.",
      F(log_level)},
     {"FLEETD_LOG_FORMAT", FL_SET_ENUM, "auto", 0, 0, "auto|json|text", false,
@@ -52,6 +56,20 @@ static const fl_setting_t settings[] = {
      "How long an idle keep-alive connection is kept open between requests.", F(keepalive_timeout_ms)},
     {"FLEETD_WRITE_TIMEOUT", FL_SET_DURATION, "30s", 100, 10 * MIN, NULL, false,
      "How long a response may wait for the client to read it before the connection is closed.", F(write_timeout_ms)},
+    {"FLEETD_WS_ORIGINS", FL_SET_STRING, "", 0, 0, NULL, false,
+     "Origins allowed to open a WebSocket, comma-separated (https://ops.example,http://127.0.0.1:4000), or * for any. "
+     "Empty: the same origin only (Origin's host:port equal to Host). Requests without Origin (not from a browser) are "
+     "allowed; others get 403.",
+     F(ws_origins)},
+    {"FLEETD_WS_MAX_MESSAGE", FL_SET_BYTES, "64KiB", 125, 16 * MIB, NULL, false,
+     "Bytes of one incoming WebSocket message (all its fragments). Past it the connection is closed with 1009.", F(ws_max_message)},
+    {"FLEETD_WS_OUTPUT_MAX", FL_SET_BYTES, "1MiB", 64 * KIB, 256 * MIB, NULL, false,
+     "Bytes queued for one WebSocket client that is not reading; past it sends are refused (the live layer coalesces and "
+     "then closes). It must hold the largest join reply (a fleet's snapshot).",
+     F(ws_output_max)},
+    {"FLEETD_WS_IDLE_TIMEOUT", FL_SET_DURATION, "60s", 0, 24 * 60 * MIN, NULL, false,
+     "A WebSocket that receives nothing (not even a heartbeat) for this long is closed with 1001. 0: never.",
+     F(ws_idle_timeout_ms)},
     {"FLEETD_DB_CONNECT_TIMEOUT", FL_SET_DURATION, "5s", 100, 5 * MIN, NULL, false,
      "Deadline for one attempt to connect to PostgreSQL.", F(db_connect_timeout_ms)},
     {"FLEETD_DB_RECONNECT_MIN", FL_SET_DURATION, "100ms", 10, 1 * MIN, NULL, false,
@@ -68,12 +86,28 @@ static const fl_setting_t settings[] = {
     {"FLEETD_TRACKER_REPLAY", FL_SET_INT, "1000", 0, 1000000, NULL, false,
      "Recent positions each fleet keeps for live clients that rejoin (last_seq, Last-Event-ID); older gaps get a snapshot.",
      F(tracker_replay)},
+    {"FLEETD_LIVE_BEHIND_TIMEOUT", FL_SET_DURATION, "30s", 1000, 3600 * SEC, NULL, false,
+     "A live subscriber (WebSocket or SSE) whose output stays backed up for this long, getting only each vehicle's latest "
+     "position meanwhile, is closed with a reason.",
+     F(live_behind_timeout_ms)},
+    {"FLEETD_LIVE_SNDBUF", FL_SET_BYTES, "0", 0, 64 * MIB, NULL, false,
+     "The kernel's send buffer (SO_SNDBUF) of each WebSocket and event stream; 0 leaves the kernel's default and its "
+     "autotuning. A small one bounds the kernel memory of many idle subscribers, and makes a slow one count as behind "
+     "sooner.",
+     F(live_sndbuf)},
+    {"FLEETD_LIVE_BEHIND_VEHICLES", FL_SET_INT, "10000", 1, 10000000, NULL, false,
+     "A backed-up live subscriber with more vehicles than this waiting for their latest position is closed at once.",
+     F(live_behind_vehicles)},
     {"FLEETD_TRACKER_MAILBOX", FL_SET_INT, "10000", 16, 10000000, NULL, false,
      "Messages a fleet's tracker may have waiting; past it new work for that fleet is refused (503).", F(tracker_mailbox)},
     {"FLEETD_TRACKER_SNAPSHOT_INTERVAL", FL_SET_DURATION, "20ms", 0, 10 * SEC, NULL, false,
      "Under a stream of fixes, a fleet's status JSON is rebuilt at most this often (the first change after a quiet spell "
      "shows at once).",
      F(tracker_snapshot_interval_ms)},
+    {"FLEETD_STATUS_WAIT", FL_SET_DURATION, "2s", 10, 1 * MIN, NULL, false,
+     "A status read of a fleet whose tracker is starting, loading or restarting waits this long for it; then 503 (the "
+     "database is down).",
+     F(status_wait_ms)},
     {"FLEETD_NODE", FL_SET_STRING, "", 0, 0, NULL, false,
      "This node's name, recorded on the jobs it runs. Empty: the host name and process id.", F(node)},
     {"FLEETD_JOBS_COMMIT_INTERVAL", FL_SET_DURATION, "5ms", 0, 1 * SEC, NULL, false,
@@ -117,6 +151,16 @@ static const fl_setting_t settings[] = {
      "Batches per second each partner may send, on average (429 with Retry-After past it). 0: no limit.", F(ingest_rate)},
     {"FLEETD_INGEST_BURST", FL_SET_INT, "200", 1, 10000000, NULL, false,
      "Batches a partner may send at once above its rate (the token bucket's size).", F(ingest_burst)},
+    {"FLEETD_WEB_DIR", FL_SET_STRING, "", 0, 0, NULL, false,
+     "Directory of the live map's files (index.html, assets/), read once at start. Empty: web/ beside the binary (a build "
+     "tree), else ../share/fleetd/web beside it, else the installed share/fleetd/web.",
+     F(web_dir)},
+    {"FLEETD_MAP_TILES", FL_SET_STRING, "https://tile.openstreetmap.org/{z}/{x}/{y}.png", 0, 0, NULL, false,
+     "Tile URL template of the live map ({z}, {x}, {y}, optional {s}; http(s):// or a path on this server). Empty: no tiles, "
+     "the map shows vehicles on a plain background.",
+     F(map_tiles)},
+    {"FLEETD_MAP_ATTRIBUTION", FL_SET_STRING, "&copy; OpenStreetMap contributors", 0, 0, NULL, false,
+     "Attribution the live map shows for its tiles (HTML; the tile provider's terms usually require one).", F(map_attribution)},
     {NULL, 0, NULL, 0, 0, NULL, false, NULL, 0},
 };
 
@@ -253,6 +297,13 @@ int fl_config_set(fl_config_t *cfg, const char *name, const char *value, char *e
             if (!hex)
                 return fail(err, errlen, "%s: must be 64 hex characters (32 bytes), got %zu characters", name, len);
         }
+        /* a bad template would only show as a map without tiles: refuse it at start instead */
+        if (strcmp(name, "FLEETD_MAP_TILES") == 0 && value[0] &&
+            (!(strncmp(value, "https://", 8) == 0 || strncmp(value, "http://", 7) == 0 || value[0] == '/') ||
+             !strstr(value, "{z}") || !strstr(value, "{x}") || !strstr(value, "{y}") || strpbrk(value, "\"'<> \t\r\n\\")))
+            return fail(err, errlen,
+                        "%s: \"%.200s\" is not a tile URL template (http(s)://host/{z}/{x}/{y}.png or /path/{z}/{x}/{y}.png)", name,
+                        value);
         char *copy = fl_strdup(value);
         if (copy == NULL)
             return fail(err, errlen, "%s: out of memory", name);

@@ -199,6 +199,7 @@ typedef struct fl_config {
     int shards;       /* 0 = one per online CPU */
     char *master_key; /* 64 hex characters, or NULL */
     char *master_key_file;
+    char *data_dir; /* local state (the demo's token), or NULL */
     int log_level;  /* fl_log_level_t */
     int log_format; /* fl_log_format_t */
     bool access_log;
@@ -213,6 +214,12 @@ typedef struct fl_config {
     int keepalive_timeout_ms;
     int write_timeout_ms;
 
+    /* WebSocket (lib/http/ws.c) */
+    char *ws_origins; /* "" = same origin */
+    int ws_max_message;
+    int ws_output_max;
+    int ws_idle_timeout_ms;
+
     /* database */
     int db_connect_timeout_ms;
     int db_reconnect_min_ms;
@@ -224,8 +231,12 @@ typedef struct fl_config {
     /* trackers */
     int tracker_idle_timeout_ms;
     int tracker_replay;
+    int live_behind_timeout_ms;
+    int live_behind_vehicles;
+    int live_sndbuf;
     int tracker_mailbox;
     int tracker_snapshot_interval_ms;
+    int status_wait_ms; /* a status read waits this long for a (re)starting tracker */
 
     /* job queue and audit trail */
     char *node;
@@ -249,6 +260,11 @@ typedef struct fl_config {
     int ingest_timestamp_tolerance_ms;
     int ingest_rate;
     int ingest_burst;
+
+    /* the live map (lib/api/web.c) */
+    char *web_dir; /* "" = found beside the binary or installed */
+    char *map_tiles;
+    char *map_attribution;
 } fl_config_t;
 
 /* FL_SET_DURATION fills an int of milliseconds; FL_SET_SECONDS an int of seconds (for days). */

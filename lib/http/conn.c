@@ -57,6 +57,11 @@ static void stop_events(http_conn_t *c)
 static void conn_free(http_conn_t *c, bool keep_count)
 {
     fl_http_server_t *srv = c->hs->srv;
+    /* An upgrade that never reached its hand-over: its owner still hears of it (fd -1), so it can
+     * release what it passed as arg. */
+    fl_http_upgrade_fn abandoned = c->upgrading && !keep_count ? c->up_fn : NULL;
+    void *up_arg = c->up_arg;
+    fl_shard_t *shard = c->hs->shard;
     stop_events(c);
     if (c->fd >= 0)
         close(c->fd);
@@ -67,6 +72,8 @@ static void conn_free(http_conn_t *c, bool keep_count)
     fl_free(c);
     if (!keep_count)
         atomic_fetch_sub_explicit(&srv->nconns, 1, memory_order_relaxed);
+    if (abandoned)
+        abandoned(shard, -1, NULL, up_arg);
 }
 
 /* Closes the socket. A handler that still owns the request keeps the memory alive until it
@@ -508,16 +515,18 @@ refused:
 }
 
 /* fl_http_upgrade: the head goes out, then the socket goes to fn (conn_settle hands it over). */
-int fl_http_upgrade(fl_http_req_t *req, const char *head, fl_http_upgrade_fn fn, void *arg)
+static int hand_over(fl_http_req_t *req, const char *head, fl_http_upgrade_fn fn, void *arg, bool upgrade)
 {
     if (req == NULL || head == NULL || head[0] == '\0' || fn == NULL)
         return FL_EINVAL;
-    if (req->state != RS_HANDLER || !req->wants_upgrade || req->conn == NULL)
+    if (req->state != RS_HANDLER || (upgrade && !req->wants_upgrade) || req->conn == NULL)
         return FL_ESTATE;
     http_conn_t *c = req->conn;
-    if (c->zombie) {
+    if (c->zombie) { /* the client left while the handler worked: fn hears of it at once */
+        fl_shard_t *shard = c->hs->shard;
         req->state = RS_ANSWERED;
         conn_answered(c);
+        fn(shard, -1, NULL, arg);
         return FL_OK;
     }
     if (outq_add(&c->out, head, strlen(head)) != FL_OK)
@@ -528,11 +537,21 @@ int fl_http_upgrade(fl_http_req_t *req, const char *head, fl_http_upgrade_fn fn,
     c->up_arg = arg;
     if (c->hs->srv->cfg->access_log)
         fl_log(FL_LOG_INFO, "http.access", FL_STR("method", fl_http_req_method_name(req)), FL_STR("path", fl_http_req_path(req)),
-               FL_INT("status", 101), FL_INT("bytes", 0),
+               FL_INT("status", upgrade ? 101 : 200), FL_INT("bytes", 0),
                FL_DBL("duration_ms", req->start_ns ? (double)(fl_now_mono_ns() - req->start_ns) / 1e6 : 0.0), FL_RID(req->id),
                FL_STR("peer", c->peer));
     conn_answered(c);
     return FL_OK;
+}
+
+int fl_http_upgrade(fl_http_req_t *req, const char *head, fl_http_upgrade_fn fn, void *arg)
+{
+    return hand_over(req, head, fn, arg, true);
+}
+
+int fl_http_take_over(fl_http_req_t *req, const char *head, fl_http_upgrade_fn fn, void *arg)
+{
+    return hand_over(req, head, fn, arg, false);
 }
 
 void fl_http_upgraded_closed(fl_http_server_t *srv)

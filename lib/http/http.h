@@ -130,11 +130,18 @@ void fl_http_respond_error(fl_http_req_t *req, int status, const char *code, con
  * bytes the client already sent after the request (an evbuffer the callee owns and frees). The
  * connection still counts toward max_connections until the new owner calls
  * fl_http_upgraded_closed(srv). If the client is gone before the hand-over (or memory for the
- * leftover runs out, logged), fn is not called and the server closes the socket.
+ * leftover runs out, logged), the server closes the socket and calls fn(shard, -1, NULL, arg), so
+ * that the owner can release arg; the connection no longer counts then (fl_stream_open answers
+ * FL_ECLOSED for that fd). fn may run inside this call when the client left while the handler
+ * worked.
  * Returns FL_OK (the request is answered), FL_EINVAL (head NULL or empty), FL_ESTATE (already
  * answered, or the request did not ask to upgrade) or FL_ENOMEM (not answered: respond instead). */
 typedef void (*fl_http_upgrade_fn)(fl_shard_t *shard, int fd, struct evbuffer *leftover, void *arg);
 int fl_http_upgrade(fl_http_req_t *req, const char *head, fl_http_upgrade_fn fn, void *arg);
+/* As fl_http_upgrade for a response that streams until the connection closes (Server-Sent
+ * Events): head is a complete "HTTP/1.1 200 ...\r\n...\r\n\r\n" that should say
+ * "Connection: close"; the request need not ask to upgrade. */
+int fl_http_take_over(fl_http_req_t *req, const char *head, fl_http_upgrade_fn fn, void *arg);
 bool fl_http_req_wants_upgrade(const fl_http_req_t *req); /* Connection: upgrade + Upgrade header present */
 fl_http_server_t *fl_http_req_server(const fl_http_req_t *req);
 void fl_http_upgraded_closed(fl_http_server_t *srv); /* any thread */

@@ -6,6 +6,7 @@
 #define FL_HTTP_INTERNAL_H
 
 #include "http/http.h"
+#include "http/ws.h"
 
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -152,6 +153,8 @@ size_t req_feed(fl_http_req_t *req, const char *data, size_t len, int *event);
 void req_fail(fl_http_req_t *req, int status, const char *code, const char *msg);
 /* Percent-decodes n bytes of s into the arena ('+' as space when plus). NULL when out of memory. */
 char *req_decode(fl_http_req_t *req, const char *s, size_t n, bool plus);
+/* The same into out (room for n + 1 bytes, NUL-terminated); returns the decoded length. */
+size_t http_decode(const char *s, size_t n, bool plus, char *out);
 /* Resolves the route for the parsed request and decodes its parameters. Returns the endpoint,
  * or NULL after setting *status/code/msg (404, 405 with *allow, 415, 503). */
 const endpoint_t *req_route(fl_http_req_t *req, const fl_http_router_t *router, int *status, const char **code, const char **msg,
@@ -232,6 +235,18 @@ struct fl_http_server {
     atomic_bool paused; /* fl_http_server_pause: the owner wants no new connections */
     bool listening;
 };
+
+/* ---- stream internals the WebSocket layer uses (stream.c) ------------------------------------ */
+
+/* Queues a then b as one unit (a frame's header and payload): both or neither. control: a
+ * control frame (pong, close) that may go past max_output by a small margin; reading pauses while
+ * the output is past max_output, so pongs, which only answer what was read, stay within it. */
+int stream_write_parts(fl_stream_t *s, const void *a, size_t alen, const void *b, size_t blen, bool control);
+
+/* ws.c, for fl_ws_accept and the fuzz harness: a WebSocket not yet open (NULL: out of memory), and
+ * the upgrade callback that opens it on fd (fd < 0: the client left first; on_close(1006) follows). */
+fl_ws_t *ws_new(fl_shard_t *shard, fl_http_server_t *srv, const fl_ws_opts_t *o, const fl_ws_handlers_t *h, void *arg);
+void ws_upgraded(fl_shard_t *shard, int fd, struct evbuffer *leftover, void *arg);
 
 /* conn.c */
 void conn_accepted(http_shard_t *hs, int fd, const struct sockaddr *sa, socklen_t salen);

@@ -31,15 +31,21 @@ static char decode_at(const char *s, size_t n, size_t *i, bool plus)
     return plus && c == '+' ? ' ' : c;
 }
 
+size_t http_decode(const char *s, size_t n, bool plus, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n;)
+        out[o++] = decode_at(s, n, &i, plus);
+    out[o] = '\0';
+    return o;
+}
+
 char *req_decode(fl_http_req_t *req, const char *s, size_t n, bool plus)
 {
     char *out = arena_alloc(&req->arena, n + 1);
     if (out == NULL)
         return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < n;)
-        out[o++] = decode_at(s, n, &i, plus);
-    out[o] = '\0';
+    http_decode(s, n, plus, out);
     return out;
 }
 

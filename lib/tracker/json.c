@@ -115,12 +115,12 @@ fl_blob_t *fl_status_json(const char *fleet_id, fl_map_t *vehicles)
         return NULL;
     fl_map_foreach(vehicles, collect, &c);
     qsort(c.items, n, sizeof(sorted_t), by_id);
-    /* updated_at: the newest received_at among the vehicles' current fixes, so a reloaded tracker
-     * shows the same value as the one before it */
+    /* updated_at: the newest recorded_at among the vehicles' current fixes (CONTRACT.md's example:
+     * the time of the latest position), so a reloaded tracker shows the same value as before */
     int64_t updated_us = 0;
     for (size_t i = 0; i < n; i++)
-        if (c.items[i].v->received_us > updated_us)
-            updated_us = c.items[i].v->received_us;
+        if (c.items[i].v->recorded_us > updated_us)
+            updated_us = c.items[i].v->recorded_us;
 
     fl_strbuf_t b = {0};
     fl_strbuf_reserve(&b, 96 + n * 200);

@@ -60,7 +60,8 @@ _fl_deps_wanted() {
 # shellcheck disable=SC2120 # the options are optional
 # fl_install_deps [--test] [--bench]
 # Installs the missing Debian packages (one dpkg-query when nothing is missing: no apt, no
-# network) and, with --test, the npm packages of test/.
+# network), the npm packages of web/ (the live map the build copies) and, with --test, those
+# of test/.
 fl_install_deps() {
     local lists=(build) arg
     for arg in "$@"; do
@@ -94,8 +95,9 @@ fl_install_deps() {
         fi
     fi
 
+    _fl_npm_install web
     if [[ " ${lists[*]} " == *" test "* ]]; then
-        _fl_npm_install
+        _fl_npm_install test
     fi
 }
 
@@ -131,24 +133,25 @@ _fl_stop_distro_nginx() {
     fl_note "stopped the nginx service the package started"
 }
 
-# npm ci in test/ when node_modules is missing or older than package.json / the lock.
+# _fl_npm_install DIR: npm ci in DIR (test, web) when node_modules is missing or older than
+# package.json / the lock; nothing (no network) when it is up to date.
 _fl_npm_install() {
-    local dir=$FL_ROOT/test stamp log rc=0
+    local name=$1 dir=$FL_ROOT/$1 stamp log rc=0
     [[ -f "$dir/package.json" ]] || return 0
     stamp=$dir/node_modules/.fleetd-installed
     if [[ -f "$stamp" && ! "$dir/package.json" -nt "$stamp" &&
         (! -f "$dir/package-lock.json" || ! "$dir/package-lock.json" -nt "$stamp") ]]; then
         return 0
     fi
-    command -v npm >/dev/null 2>&1 || fl_die "npm is not installed (needed for test/)"
+    command -v npm >/dev/null 2>&1 || fl_die "npm is not installed (needed for $name/)"
     log=$(mktemp "${TMPDIR:-/tmp}/fleetd-npm.XXXXXX.log")
     local cmd=(npm ci)
     [[ -f "$dir/package-lock.json" ]] || cmd=(npm install)
-    fl_say "node modules: ${cmd[*]} in test/"
+    fl_say "node modules: ${cmd[*]} in $name/"
     (cd "$dir" && "${cmd[@]}" --no-audit --no-fund --loglevel=error) >"$log" 2>&1 || rc=$?
     if ((rc != 0)); then
         _fl_show_log "$log" 40
-        fl_die "${cmd[*]} failed in test/ (exit $rc)"
+        fl_die "${cmd[*]} failed in $name/ (exit $rc)"
     fi
     touch "$stamp"
     rm -f "$log"
@@ -402,6 +405,29 @@ fl_pg_stop() {
         fl_pg_is_running "$data" && fl_die "PostgreSQL in $data did not stop"
     fi
     return 0
+}
+
+# fl_pg_discard DATADIR: stops the cluster at once and removes its data, also when fl_pg_init
+# put it behind a symlink in /var/tmp (as root). For throwaway clusters (benchmarks).
+fl_pg_discard() {
+    local data=$1 real
+    real=$(readlink -f "$data" 2>/dev/null || true)
+    (fl_pg_stop "$data" immediate) >/dev/null 2>&1 || true
+    if [[ -n $real && $real != "$data" && $real == /var/tmp/fleetd-* ]]; then rm -rf "$real"; fi
+    rm -rf "$data"
+}
+
+# fl_stop_pid PID: SIGTERM, then SIGKILL after 10 s; reaps it. Only for a child of this shell.
+fl_stop_pid() {
+    local pid=$1 i
+    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
 }
 
 _fl_urlencode() {

@@ -14,6 +14,11 @@
 #   BENCH_NGINX_SENDFILE=on  nginx's sendfile and tcp_nopush; off: nginx reads the (cached) file and
 #                            writes headers and body in one writev, fewer syscalls for a 15-byte file
 #   BENCH_KEEP=1             keep the temporary directory (configs, logs, raw wrk output)
+#   BENCH_PATH=/health       the path measured on both servers (test/bench/status.sh: a fleet's status)
+#   BENCH_HEADER=            one request header both servers get from wrk and curl, e.g.
+#                            "Authorization: Bearer fl_..." (nginx ignores it; it is on the wire)
+#   BENCH_DATABASE_URL=      fleetd's DATABASE_URL (default: a socket directory that does not exist)
+#   BENCH_NGINX_CONF=        directives inside nginx's location for the path, e.g. "etag on;"
 #
 # Fairness: what both sides get, so the ratio measures the servers and not their settings.
 #   - Same bytes: fleetd is started first; its /health body is saved byte for byte as nginx's file,
@@ -64,6 +69,9 @@ SERVERS=${BENCH_SERVERS:-fleetd nginx}
 KEEP=${BENCH_KEEP:-0}
 NGINX_SENDFILE=${BENCH_NGINX_SENDFILE:-on}
 START_TIMEOUT=${BENCH_START_TIMEOUT:-15}
+URL_PATH=${BENCH_PATH:-/health}
+HEADER=${BENCH_HEADER:-}
+NGINX_CONF=${BENCH_NGINX_CONF:-}
 NPROC=$(nproc)
 SHARDS=${FLEETD_SHARDS:-$NPROC}
 [[ $SHARDS == 0 ]] && SHARDS=$NPROC # fleetd reads 0 as "one per online CPU"
@@ -85,6 +93,10 @@ note() { printf '%s\n' "$*"; }
 [[ $DURATION =~ ^[1-9][0-9]*[smh]?$ ]] || die "BENCH_DURATION must look like 10s, 1m, not '$DURATION'"
 [[ $WARMUP =~ ^[0-9]+[smh]?$ ]] || die "BENCH_WARMUP must look like 2s or 0, not '$WARMUP'"
 [[ $NGINX_SENDFILE == on || $NGINX_SENDFILE == off ]] || die "BENCH_NGINX_SENDFILE must be on or off, not '$NGINX_SENDFILE'"
+[[ $URL_PATH =~ ^(/[A-Za-z0-9._-]+)+$ ]] || die "BENCH_PATH must be a path of [A-Za-z0-9._-] segments, not '$URL_PATH'"
+[[ -z $HEADER || $HEADER =~ ^[A-Za-z0-9-]+:\ [[:print:]]+$ ]] || die "BENCH_HEADER must look like 'Name: value'"
+HEADER_ARGS=() # for wrk and curl alike
+[[ -z $HEADER ]] || HEADER_ARGS=(-H "$HEADER")
 case $ACCESS_LOG in
 off) VARIANTS=(off) ;;
 on) VARIANTS=(on) ;;
@@ -219,7 +231,7 @@ wait_http() {
             tail -n 20 "$log" >&2 || true
             exit 1
         fi
-        curl -sf -o /dev/null --max-time 1 "$url" && return 0
+        curl -sf -o /dev/null --max-time 1 "${HEADER_ARGS[@]}" "$url" && return 0
         sleep 0.1
     done
     printf 'http.sh: %s did not answer %s within %ss; the end of %s:\n' "$name" "$url" "$START_TIMEOUT" "$log" >&2
@@ -260,7 +272,7 @@ start_fleetd() {
     : >"$FLEETD_LOG"
     # Appending (O_APPEND) lets the log be truncated between runs while fleetd writes to it.
     env -u FLEETD_CONFIG -u FLEETD_MASTER_KEY_FILE \
-        DATABASE_URL="postgresql:///fleetd?host=$TMP/no-postgres-here&connect_timeout=1" \
+        DATABASE_URL="${BENCH_DATABASE_URL:-postgresql:///fleetd?host=$TMP/no-postgres-here&connect_timeout=1}" \
         FLEETD_MASTER_KEY="$key" \
         FLEETD_LISTEN="127.0.0.1:$port" \
         FLEETD_SHARDS="$SHARDS" \
@@ -269,7 +281,7 @@ start_fleetd() {
         FLEETD_ACCESS_LOG="$([[ $access == on ]] && echo true || echo false)" \
         "$FLEETD" serve </dev/null >>"$FLEETD_LOG" 2>&1 &
     FLEETD_PID=$!
-    FLEETD_URL="http://127.0.0.1:$port/health"
+    FLEETD_URL="http://127.0.0.1:$port$URL_PATH"
     wait_http fleetd "$FLEETD_PID" "$FLEETD_URL" "$FLEETD_LOG"
     FLEETD_LISTENING=$(grep -m1 '"http.listening"' "$FLEETD_LOG" || true)
     cp "$FLEETD_LOG" "$TMP/fleetd.start.$access.log" # the log itself is emptied between runs
@@ -282,7 +294,8 @@ mkdir -p "$NGX/www" "$NGX/tmp"
 start_nginx() {
     local access=$1 body_file=$2 content_type=$3 port user_line="" log_line="access_log off;" conns nofile
     port=$(free_port)
-    cp "$body_file" "$NGX/www/health"
+    mkdir -p "$(dirname "$NGX/www$URL_PATH")"
+    cp "$body_file" "$NGX/www$URL_PATH"
     [[ $(id -u) == 0 ]] && user_line="user root;" # the temp dir is 0700 root: workers must read it
     [[ $access == on ]] && log_line="access_log $NGINX_LOG combined;"
     : >"$NGINX_LOG"
@@ -327,7 +340,7 @@ http {
     server {
         listen 127.0.0.1:$port reuseport;
         root $NGX/www;
-        location = /health { }
+        location = $URL_PATH { $NGINX_CONF }
     }
 }
 EOF
@@ -337,7 +350,7 @@ EOF
     fi
     "$NGINX" -p "$NGX/" -e "$NGX/error.log" -c "$NGX/nginx.conf" </dev/null >>"$NGX/stdout.log" 2>&1 &
     NGINX_PID=$!
-    NGINX_URL="http://127.0.0.1:$port/health"
+    NGINX_URL="http://127.0.0.1:$port$URL_PATH"
     wait_http nginx "$NGINX_PID" "$NGINX_URL" "$NGX/error.log"
     mapfile -t NGINX_WORKERS < <(ps -o pid= --ppid "$NGINX_PID" | tr -d ' ')
 }
@@ -394,7 +407,7 @@ measure() {
     url=$(url_of "$server")
     read -r -a pids <<<"$(pids_of "$server")"
     if [[ $WARMUP != 0 && $WARMUP != 0[smh] ]]; then
-        run_wrk /dev/null -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$url"
+        run_wrk /dev/null -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${HEADER_ARGS[@]}" "$url"
     fi
     truncate_logs
     out=$TMP/wrk/$variant.$server.$run.txt
@@ -402,7 +415,7 @@ measure() {
     times >"$TMP/times.0"
     read -r -a m0 <<<"$(machine_ticks)"
     c0=$(cpu_ticks "${pids[@]}")
-    run_wrk "$out" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$TMP/summary.lua" "$url"
+    run_wrk "$out" -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$TMP/summary.lua" "${HEADER_ARGS[@]}" "$url"
     c1=$(cpu_ticks "${pids[@]}")
     read -r -a m1 <<<"$(machine_ticks)"
     times >"$TMP/times.1"
@@ -483,7 +496,7 @@ report() {
 }
 
 # ---- run -------------------------------------------------------------------------------------
-note "fleetd HTTP bench: GET /health, fleetd vs nginx (static file, same bytes)"
+note "fleetd HTTP bench: GET $URL_PATH${HEADER:+ with ${HEADER%%:*}}, fleetd vs nginx (static file, same bytes)"
 note "  machine: $NPROC CPU(s), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), Linux $(uname -r)"
 note "  NOTE: wrk and the server share these $NPROC CPU(s) (wrk -t$THREADS, server $SHARDS thread(s)/worker(s));"
 note "        req/s is a figure for the pair; compare the fleetd/nginx ratio and the server CPU per request."
@@ -504,8 +517,8 @@ for variant in "${VARIANTS[@]}"; do
         start_fleetd "$variant"
         note "fleetd up (pid $FLEETD_PID) at $FLEETD_URL${FLEETD_LISTENING:+; log: $FLEETD_LISTENING}"
         # nginx serves exactly what fleetd answers: same body bytes, same Content-Type.
-        curl -sf -o "$body" "$FLEETD_URL"
-        content_type=$(curl -sf -o /dev/null -w '%{content_type}' "$FLEETD_URL")
+        curl -sf -o "$body" "${HEADER_ARGS[@]}" "$FLEETD_URL"
+        content_type=$(curl -sf -o /dev/null -w '%{content_type}' "${HEADER_ARGS[@]}" "$FLEETD_URL")
         [[ -n $content_type ]] || content_type=$DEFAULT_TYPE
     fi
     if has_server nginx; then
@@ -518,13 +531,13 @@ for variant in "${VARIANTS[@]}"; do
             url=$(url_of "$s")
             note ""
             note "--- $s: curl -si $url"
-            curl -si "$url" | tr -d '\r'
+            curl -si "${HEADER_ARGS[@]}" "$url" | tr -d '\r' | cut -c1-400 # a long body: its first 400 characters
             note ""
-            note "--- $s: $(curl -s -o /dev/null -w '%{size_header} header bytes + %{size_download} body bytes' "$url");" \
-                "connections opened for 2 requests: $(curl -s -o /dev/null -o /dev/null -w '%{num_connects} ' "$url" "$url")(1 0 = keep-alive)"
+            note "--- $s: $(curl -s -o /dev/null -w '%{size_header} header bytes + %{size_download} body bytes' "${HEADER_ARGS[@]}" "$url");" \
+                "connections opened for 2 requests: $(curl -s -o /dev/null -o /dev/null -w '%{num_connects} ' "${HEADER_ARGS[@]}" "$url" "$url")(1 0 = keep-alive)"
         done
         if has_server fleetd && has_server nginx; then
-            if cmp -s <(curl -s "$FLEETD_URL") <(curl -s "$NGINX_URL"); then
+            if cmp -s <(curl -s "${HEADER_ARGS[@]}" "$FLEETD_URL") <(curl -s "${HEADER_ARGS[@]}" "$NGINX_URL"); then
                 note "--- bodies are byte-identical"
             else
                 note "--- WARNING: the bodies differ"

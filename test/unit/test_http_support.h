@@ -239,6 +239,8 @@ static void echo_read(evutil_socket_t fd, short what, void *arg)
 
 static void upgraded(fl_shard_t *shard, int fd, struct evbuffer *leftover, void *arg)
 {
+    if (fd < 0) /* the client left before the hand-over */
+        return;
     size_t n = evbuffer_get_length(leftover);
     if (n > 0) {
         char out[4096];
@@ -291,6 +293,8 @@ static void add_routes(fl_http_router_t *r)
 }
 
 typedef void (*tweak_fn)(fl_config_t *cfg);
+/* A test file's own routes, added after the shared ones (set before start_server). */
+static void (*extra_routes)(fl_http_router_t *r);
 
 static int start_server(tweak_fn tweak)
 {
@@ -320,6 +324,8 @@ static int start_server(tweak_fn tweak)
     W.router = fl_http_router_new();
     assert_non_null(W.router);
     add_routes(W.router);
+    if (extra_routes)
+        extra_routes(W.router);
     assert_int_equal(fl_http_server_new(&W.cfg, W.router, &W.srv), FL_OK);
     assert_int_equal(fl_http_server_listen(W.srv, W.rt, "127.0.0.1:0", W.bound, sizeof(W.bound)), FL_OK);
     const char *colon = strrchr(W.bound, ':');

@@ -238,7 +238,8 @@ static void first_read_loads_the_fleet_from_postgres(void **state)
     assert_non_null(doc);
     assert_string_equal(json_string_value(json_object_get(doc, "fleet_id")), "harbor-1");
     assert_int_equal(json_integer_value(json_object_get(doc, "vehicle_count")), 2);
-    assert_string_equal(json_string_value(json_object_get(doc, "updated_at")), "2026-11-23T10:00:00.200Z");
+    /* the newest recorded_at (not received_at .200), as in CONTRACT.md's example */
+    assert_string_equal(json_string_value(json_object_get(doc, "updated_at")), "2026-11-23T10:00:00.123Z");
     json_t *vehicles = json_object_get(doc, "vehicles");
     json_t *truck = json_array_get(vehicles, 0), *van = json_array_get(vehicles, 1);
     assert_string_equal(json_string_value(json_object_get(truck, "vehicle_id")), "truck-17"); /* sorted by id */

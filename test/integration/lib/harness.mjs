@@ -19,6 +19,7 @@ import { after } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
+import { Webhook } from 'standardwebhooks';
 
 export { delay };
 
@@ -313,6 +314,13 @@ export function runCommand(cmd, args, { env, timeoutMs = 20_000, shell = false }
  */
 export function runFleetd(args, { env = {}, databaseUrl, timeoutMs = 20_000 } = {}) {
     return runCommand(FLEETD_BIN(), args, { env: childEnv(env, databaseUrl), timeoutMs });
+}
+
+/** runFleetd that must succeed (exit 0); returns its stdout, trimmed (a token, a secret, ...). */
+export async function runFleetdOk(args, opts = {}) {
+    const run = await runFleetd(args, opts);
+    assert.equal(run.code, 0, `fleetd ${args.join(' ')}:\n${describeRun(run)}`);
+    return run.stdout.trim();
 }
 
 /** `$FLEETD_TEST_PG stop|start|restart`; asserts success unless check is false. */
@@ -869,6 +877,29 @@ export async function request(port, opts = {}, { timeoutMs = 10_000, keepAlive =
 /** GET path on a fresh connection. */
 export function get(port, path, headers = {}) {
     return request(port, { method: 'GET', path, headers });
+}
+
+let signedCounter = 0;
+
+/**
+ * POSTs a batch to /api/v1/ingest/{partner} as a partner does: signed with secret ("whsec_...") by the
+ * reference `standardwebhooks` package. body: an object (sent as JSON) or a raw string; id: the
+ * webhook-id (default: unique per call); at: the signing time. Returns the response, as request().
+ */
+export function postSigned(port, { partner, secret, body, id, at = new Date() }) {
+    const raw = typeof body === 'string' ? body : JSON.stringify(body);
+    const msgId = id ?? `msg_${process.pid}_${++signedCounter}`;
+    return request(port, {
+        method: 'POST',
+        path: `/api/v1/ingest/${partner}`,
+        headers: {
+            'Content-Type': 'application/json',
+            'webhook-id': msgId,
+            'webhook-timestamp': String(Math.floor(at.getTime() / 1000)),
+            'webhook-signature': new Webhook(secret).sign(msgId, at, raw),
+        },
+        body: raw,
+    });
 }
 
 // ---- assertions -------------------------------------------------------------------------------------------
