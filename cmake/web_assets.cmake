@@ -2,7 +2,7 @@
 # and from SRC/node_modules (installed by `npm ci` in web/, which scripts/run and scripts/test
 # do) Leaflet's dist and the phoenix client's ES module, unchanged. fleetd serves OUT as
 # FLEETD_WEB_DIR; `cmake --install` puts it in share/fleetd/web.
-#   OUT/index.html
+#   OUT/index.html, OUT/admin.html (the on-call view of the supervision tree, GET /admin)
 #   OUT/assets/        our modules and CSS, leaflet.js, leaflet.css, phoenix.mjs
 #   OUT/assets/images/ Leaflet's marker and layer images (leaflet.css refers to images/...)
 cmake_minimum_required(VERSION 3.18)
@@ -24,7 +24,7 @@ endforeach()
 # Start from an empty directory so that a file removed from the sources is not served any more.
 file(REMOVE_RECURSE ${OUT})
 file(MAKE_DIRECTORY ${OUT}/assets/images)
-file(COPY ${SRC}/src/index.html DESTINATION ${OUT})
+file(COPY ${SRC}/src/index.html ${SRC}/src/admin.html DESTINATION ${OUT})
 file(GLOB own ${SRC}/src/*.js ${SRC}/src/*.css ${SRC}/src/*.svg)
 file(COPY ${own} ${vendor} DESTINATION ${OUT}/assets)
 file(GLOB images ${nm}/leaflet/dist/images/*.png)

@@ -19,6 +19,7 @@
 #include "ingest/ingest.h"
 #include "jobs/jobs.h"
 #include "runtime/runtime.h"
+#include "service.h"
 #include "tracker/tracker.h"
 
 #include <pthread.h>
@@ -113,9 +114,6 @@ static int parse_args(fl_config_t *cfg, int argc, char **argv)
     return EXIT_OK;
 }
 
-/* Waits for SIGTERM/SIGINT (returns EXIT_OK) or the root's failure (EXIT_RUNTIME). SIGHUP reloads
- * the partners (new partners also arrive by themselves through a notification) and forgets the
- * cached bearer tokens (a revocation then takes effect at once, not within the cache's 5 s). */
 /* The signals the main thread takes: blocked everywhere, then waited for with sigwait. */
 static void daemon_signals(sigset_t *set)
 {
@@ -124,8 +122,38 @@ static void daemon_signals(sigset_t *set)
     sigaddset(set, SIGINT);
     sigaddset(set, SIGHUP);
     sigaddset(set, SIGUSR1);
+#ifndef NDEBUG
+    sigaddset(set, SIGUSR2); /* Debug builds: the watchdog drill (service.h) */
+#endif
 }
 
+/* SIGHUP: forgets the cached bearer tokens (a revocation then takes effect at once, not within the
+ * cache's 5 s), reloads the partners (new partners also arrive by themselves through a notification)
+ * and applies FLEETD_LOG_LEVEL as the settings say now (the FLEETD_CONFIG file is read again; the
+ * environment is the one fleetd started with). No connection is touched. */
+static void reload(daemon_t *d)
+{
+    fl_api_tokens_forget(d->api); /* before the log line, which tests and operators wait for */
+    if (d->partners)
+        fl_partners_reload(d->partners);
+    fl_config_t now;
+    char err[512];
+    fl_log_level_t old = fl_log_level(), level = old;
+    if (fl_config_load(&now, err, sizeof(err)) == FL_OK)
+        level = (fl_log_level_t)now.log_level;
+    else
+        fl_log(FL_LOG_WARN, "fleetd.reload_config", FL_MSG("the settings do not load; keeping the log level"),
+               FL_STR("error", err));
+    fl_config_free(&now);
+    if (level < old) /* set first when more verbose, last when less, so that the line below shows */
+        fl_log_set_level(level);
+    fl_log(FL_LOG_INFO, "fleetd.reloaded", FL_MSG("SIGHUP: cached tokens forgotten, partners reloading, log level applied"),
+           FL_STR("tokens", "forgotten"), FL_STR("partners", d->partners ? "reloading" : "none (no master key)"),
+           FL_STR("log_level", fl_log_level_name(level)));
+    fl_log_set_level(level);
+}
+
+/* Waits for SIGTERM/SIGINT (returns EXIT_OK) or the root's failure (EXIT_RUNTIME); SIGHUP reloads. */
 static int wait_for_stop(daemon_t *d)
 {
     sigset_t set;
@@ -135,14 +163,17 @@ static int wait_for_stop(daemon_t *d)
         if (sigwait(&set, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            fl_api_tokens_forget(d->api); /* before the log line, which tests and operators wait for */
-            fl_log(FL_LOG_INFO, "fleetd.sighup", FL_MSG("SIGHUP: cached tokens forgotten; reloading the partners"));
-            if (d->partners)
-                fl_partners_reload(d->partners);
+            reload(d);
             continue;
         }
         if (sig == SIGUSR1)
             return EXIT_RUNTIME;
+#ifndef NDEBUG
+        if (sig == SIGUSR2) {
+            svc_drill_stall(d->rt, 2000);
+            continue;
+        }
+#endif
         fl_log(FL_LOG_INFO, "fleetd.stopping", FL_MSG("stopping"), FL_STR("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
         return EXIT_OK;
     }
@@ -154,10 +185,14 @@ static void drain(daemon_t *d)
     fl_api_set_draining(d->api);
     fl_http_server_drain(d->http);
     fl_ws_close_all(1001, "fleetd is shutting down; reconnect"); /* the phoenix client reconnects elsewhere */
+    fl_log(FL_LOG_INFO, "fleetd.draining", FL_MSG("not accepting; finishing requests in flight and closing WebSockets"),
+           FL_INT("connections", fl_http_server_connections(d->http)), FL_INT("timeout_ms", d->cfg->shutdown_timeout_ms));
     int64_t deadline = fl_now_mono_ms() + d->cfg->shutdown_timeout_ms;
-    while (fl_http_server_connections(d->http) > 0 && fl_now_mono_ms() < deadline) {
+    for (int round = 1; fl_http_server_connections(d->http) > 0 && fl_now_mono_ms() < deadline; round++) {
         struct timespec pause = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
         nanosleep(&pause, NULL);
+        if (round % 25 == 0) /* an upgrade that was in flight at the first call is a WebSocket now */
+            fl_ws_close_all(1001, "fleetd is shutting down; reconnect");
     }
     int left = fl_http_server_connections(d->http);
     if (left > 0)
@@ -295,13 +330,27 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
         return usage_error("%s", key_err);
 
     daemon_t d = {.cfg = cfg};
+    svc_watchdog_t *watchdog = NULL;
     char bound[128];
     int exit_code = EXIT_RUNTIME;
     if ((rc = build(&d)) != FL_OK) {
         runtime_error("cannot set up the daemon: %s", fl_strerror(rc));
         goto out;
     }
-    if ((rc = fl_http_server_listen(d.http, d.rt, cfg->listen, bound, sizeof(bound))) != FL_OK) {
+    int inherited = svc_listen_fd();
+    if (inherited == -2) {
+        exit_code = usage_error("systemd passed more than one listening socket; fleetd listens on one (ListenStream=)");
+        goto out;
+    }
+    if (inherited >= 0) {
+        /* socket activation: the socket (and connections waiting in it) outlive this process, so a
+         * restart refuses nobody; FLEETD_LISTEN is not used */
+        if ((rc = fl_http_server_listen_fd(d.http, d.rt, inherited, bound, sizeof(bound))) != FL_OK) {
+            runtime_error("cannot listen on the socket systemd passed: %s", fl_strerror(rc));
+            goto out;
+        }
+        close(inherited); /* every shard has its own copy */
+    } else if ((rc = fl_http_server_listen(d.http, d.rt, cfg->listen, bound, sizeof(bound))) != FL_OK) {
         if (rc == FL_EINVAL)
             exit_code = usage_error("FLEETD_LISTEN: \"%s\" is not a valid host:port", cfg->listen);
         else
@@ -320,14 +369,21 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
     }
     fl_api_set_root(d.api, d.root);
     fl_log(FL_LOG_INFO, "http.listening", FL_MSG("fleetd is serving"), FL_STR("addr", bound),
-           FL_INT("shards", fl_runtime_nshards(d.rt)), FL_STR("version", FLEETD_VERSION));
+           FL_INT("shards", fl_runtime_nshards(d.rt)), FL_STR("version", FLEETD_VERSION),
+           FL_STR("socket", inherited >= 0 ? "systemd" : "bound"));
+    svc_notify("READY=1\nSTATUS=serving"); /* systemd (Type=notify): the tree is up and accepting */
+    if (svc_watchdog_start(d.rt, &watchdog) != FL_OK)
+        fl_log(FL_LOG_WARN, "watchdog.unavailable", FL_MSG("cannot start the watchdog thread; systemd's watchdog will fire"));
 
     exit_code = wait_for_stop(&d);
+    svc_notify("STOPPING=1\nSTATUS=stopping");
     if (exit_code == EXIT_OK)
         drain(&d);
     fl_log(FL_LOG_INFO, "fleetd.stopped", FL_MSG(exit_code == EXIT_OK ? "stopped" : "stopped after a failure"));
 out:
+    svc_watchdog_stop(watchdog); /* stopping the tree may take longer than the interval; systemd stops timing now */
     teardown(&d);
+    svc_watchdog_free(watchdog);
     return exit_code;
 }
 
@@ -339,10 +395,13 @@ const command_t cmd_serve = {
              "and the supervision tree (db, pubsub, jobs, trackers, endpoint). It starts even while the\n"
              "database is down; /ready tells when it can work. `fleetd tree` shows the live tree.\n\n"
              "  --listen HOST:PORT   overrides FLEETD_LISTEN (default 127.0.0.1:4000; port 0 picks one)\n\n"
+             "Started by systemd with a socket (fleetd.socket, LISTEN_FDS), it accepts on that socket\n"
+             "instead: a restart then refuses no connection (docs/operations.md).\n\n"
              "Logs go to stderr, one JSON object per line (readable text on a terminal).\n"
              "SIGTERM or SIGINT: stop accepting, let requests in flight finish (FLEETD_SHUTDOWN_TIMEOUT),\n"
-             "stop the tree in reverse order, exit 0. If the tree gives up after too many restarts,\n"
-             "fleetd exits 1 so that its supervisor (systemd) restarts it.\n"
+             "stop the tree in reverse order, exit 0. SIGHUP: forget cached tokens, reload the partners\n"
+             "and the log level (FLEETD_CONFIG), log fleetd.reloaded. If the tree gives up after too\n"
+             "many restarts, fleetd exits 1 so that its supervisor (systemd) restarts it.\n"
              "Exit status: 0 after a clean stop, 1 when it cannot start or the tree failed, 2 on a\n"
              "configuration error.\n",
     .run = run,

@@ -6,6 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void publish_presence(const char *fleet_id, const char *diff, size_t len, void *arg)
+{
+    fl_api_t *api = arg;
+    if (api->live)
+        fl_live_publish_presence(api->live, fleet_id, diff, len);
+}
+
 int fl_api_new(const fl_api_deps_t *deps, fl_api_t **out)
 {
     fl_api_t *api = fl_calloc(1, sizeof(*api));
@@ -14,7 +21,7 @@ int fl_api_new(const fl_api_deps_t *deps, fl_api_t **out)
     api->deps = *deps;
     atomic_init(&api->draining, false);
     pthread_mutex_init(&api->lock, NULL);
-    if (fl_api_tokens_new(api) != FL_OK || fl_presence_new(&api->presence) != FL_OK ||
+    if (fl_api_tokens_new(api) != FL_OK || fl_presence_new(deps->rt, publish_presence, api, &api->presence) != FL_OK ||
         (deps->rt && deps->pubsub && fl_live_new(deps->rt, deps->pubsub, deps->cfg, &api->live) != FL_OK)) {
         fl_api_free(api);
         return FL_ENOMEM;
@@ -91,6 +98,8 @@ int fl_api_routes(fl_api_t *api, fl_http_router_t *router)
         rc = fl_api_channel_routes(api, router);
     if (rc == FL_OK)
         rc = fl_api_sse_routes(api, router);
+    if (rc == FL_OK)
+        rc = fl_api_metrics_routes(api, router);
     return rc;
 }
 

@@ -26,6 +26,7 @@ fl_actor_t *fl_api_root(fl_api_t *api);
 
 int fl_api_health_routes(fl_api_t *api, fl_http_router_t *router);
 int fl_api_admin_routes(fl_api_t *api, fl_http_router_t *router);
+int fl_api_metrics_routes(fl_api_t *api, fl_http_router_t *router); /* metrics.c: GET /metrics */
 int fl_api_ingest_routes(fl_api_t *api, fl_http_router_t *router);
 
 /* 422 invalid_fix with a "details" array (taken: its reference is the function's). */

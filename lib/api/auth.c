@@ -47,6 +47,7 @@ bool fl_api_token_well_formed(const char *s)
 typedef struct {
     int64_t expires_ms;
     unsigned generation; /* the cache's generation when the lookup started */
+    bool refreshing;     /* expired, still answering while one lookup renews it */
     bool valid;
     fl_api_token_t token;
 } entry_t;
@@ -226,7 +227,7 @@ typedef void (*verdict_fn)(int status, const entry_t *e, void *arg);
 typedef struct {
     fl_api_t *api;
     int shard;
-    verdict_fn fn;
+    verdict_fn fn; /* NULL: a renewal nobody waits for */
     void *arg;
     char key[65];
     unsigned generation;
@@ -246,9 +247,25 @@ static const entry_t *stale_verdict(const lookup_t *l)
     return e;
 }
 
+/* A renewal failed: the entry (if still there) is renewed by a later request. */
+static void renewal_failed(const lookup_t *l)
+{
+    partition_t *p = partition_of(l->api, l->shard);
+    pthread_mutex_lock(&p->lock);
+    entry_t *e = fl_map_get(p->map, l->key);
+    if (e)
+        e->refreshing = false;
+    pthread_mutex_unlock(&p->lock);
+}
+
 static void on_lookup(const PGresult *res, int status, const char *err, void *arg)
 {
     lookup_t *l = arg;
+    if (status != FL_OK && l->fn == NULL) {
+        renewal_failed(l);
+        fl_free(l);
+        return;
+    }
     const entry_t *stale = status != FL_OK ? stale_verdict(l) : NULL;
     if (stale) {
         fl_log(FL_LOG_DEBUG, "auth.stale_verdict", FL_MSG("a token's last verdict is used while the database is away"),
@@ -266,7 +283,10 @@ static void on_lookup(const PGresult *res, int status, const char *err, void *ar
     }
     entry_t *e = entry_from(res);
     if (e == NULL) {
-        l->fn(FL_ENOMEM, NULL, l->arg);
+        if (l->fn)
+            l->fn(FL_ENOMEM, NULL, l->arg);
+        else
+            renewal_failed(l);
         fl_free(l);
         return;
     }
@@ -287,7 +307,8 @@ static void on_lookup(const PGresult *res, int status, const char *err, void *ar
     pthread_mutex_unlock(&p->lock);
     fl_free(old);
     /* the entry stays alive through the verdict: only this shard's thread replaces it */
-    l->fn(FL_OK, e, l->arg);
+    if (l->fn)
+        l->fn(FL_OK, e, l->arg);
     if (!cached)
         fl_free(e);
     fl_free(l);
@@ -298,8 +319,33 @@ static const char lookup_sql[] =
     " coalesce((SELECT string_agg(tf.fleet_id, ' ') FROM token_fleets tf WHERE tf.token_id = t.id), '')"
     " FROM tokens t WHERE t.token_hash = $1::bytea AND t.revoked_at IS NULL";
 
+/* Asks the database about the token whose hash is key; on_lookup caches the verdict and gives it
+ * to fn (fn NULL: only cache it). */
+static void lookup(fl_api_t *api, int shard, const char *key, unsigned generation, verdict_fn fn, void *arg)
+{
+    fl_db_t *db = api->deps.db ? fl_db_service_get(api->deps.db, shard) : NULL;
+    lookup_t *l = fl_malloc(sizeof(*l));
+    if (l == NULL) {
+        if (fn)
+            fn(FL_ENOMEM, NULL, arg);
+        return;
+    }
+    *l = (lookup_t){.api = api, .shard = shard, .fn = fn, .arg = arg, .generation = generation};
+    memcpy(l->key, key, sizeof(l->key));
+    char param[2 + 64 + 1] = "\\x";
+    memcpy(param + 2, key, 65);
+    const char *params[] = {param};
+    int rc = db ? fl_db_query(db, lookup_sql, 1, params, on_lookup, l) : FL_EUNAVAIL;
+    if (rc != FL_OK)
+        on_lookup(NULL, rc, fl_strerror(rc), l);
+}
+
 /* The verdict on a well-formed token, from this shard's cache or the database: fn gets FL_OK with
- * the entry (valid or not; lent for the call), FL_EUNAVAIL or FL_ENOMEM. On a shard thread. */
+ * the entry (valid or not; lent for the call), FL_EUNAVAIL or FL_ENOMEM. On a shard thread.
+ * A verdict that expired less than FL_API_TOKEN_TTL_MS ago still answers while one lookup renews
+ * it: a token in steady use never makes its requests wait for the database, nor sends it a query
+ * per request in the moment between expiry and renewal (each would queue behind the others on the
+ * shard's one connection). A revocation thus takes effect within the TTL and one lookup. */
 static void check(fl_api_t *api, const char *token, verdict_fn fn, void *arg)
 {
     unsigned char hash[32];
@@ -317,26 +363,18 @@ static void check(fl_api_t *api, const char *token, verdict_fn fn, void *arg)
         fl_free(fl_map_remove(p->map, key));
         e = NULL;
     }
+    bool fresh = e && e->expires_ms > now;
+    bool renewing = !fresh && e && e->expires_ms + FL_API_TOKEN_TTL_MS > now;
+    bool renew = renewing && !e->refreshing;
+    if (renew)
+        e->refreshing = true;
     pthread_mutex_unlock(&p->lock);
-    if (e && e->expires_ms > now) {
+    if (renew)
+        lookup(api, shard, key, generation, NULL, NULL); /* answers later, or failed at once (flag cleared) */
+    if (fresh || renewing)
         fn(FL_OK, e, arg);
-        return;
-    }
-
-    fl_db_t *db = api->deps.db ? fl_db_service_get(api->deps.db, shard) : NULL;
-    lookup_t *l = fl_malloc(sizeof(*l));
-    if (l == NULL) {
-        fn(FL_ENOMEM, NULL, arg);
-        return;
-    }
-    *l = (lookup_t){.api = api, .shard = shard, .fn = fn, .arg = arg, .generation = generation};
-    memcpy(l->key, key, sizeof(key));
-    char param[2 + 64 + 1] = "\\x";
-    memcpy(param + 2, key, sizeof(key));
-    const char *params[] = {param};
-    int rc = db ? fl_db_query(db, lookup_sql, 1, params, on_lookup, l) : FL_EUNAVAIL;
-    if (rc != FL_OK)
-        on_lookup(NULL, rc, fl_strerror(rc), l);
+    else
+        lookup(api, shard, key, generation, fn, arg);
 }
 
 /* ---- on a request ------------------------------------------------------------------------------- */

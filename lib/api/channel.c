@@ -42,6 +42,7 @@ struct sock {
     fl_ws_t *ws;
     int refs; /* the connection, and each asynchronous step in flight */
     bool closed;
+    bool rechecking;                  /* a heartbeat's token check is in flight */
     char token[FL_API_TOKEN_LEN + 1]; /* "" without one */
     channel_t *channels;
     int nchannels;
@@ -122,12 +123,8 @@ static void channel_end(channel_t *c)
     }
     fl_live_unsubscribe(c->positions);
     fl_live_unsubscribe(c->presence);
-    if (c->presence_ref[0]) {
-        char *diff = NULL;
-        if (fl_presence_leave(s->api->presence, c->fleet_id, c->presence_ref, &diff) == FL_OK)
-            fl_live_publish_presence(s->api->live, c->fleet_id, diff, strlen(diff));
-        free(diff);
-    }
+    if (c->presence_ref[0])
+        fl_presence_leave(s->api->presence, c->fleet_id, c->presence_ref);
     fl_free(c);
 }
 
@@ -200,17 +197,15 @@ static void send_events(sock_t *s, const char *topic, fl_blob_t **events, int n)
 static void track_presence(join_t *j, channel_t *c)
 {
     sock_t *s = j->sock;
-    char *state = NULL, *diff = NULL;
+    char *state = NULL;
     if (subscribe(c, true, &c->presence) != FL_OK ||
-        fl_presence_join(s->api->presence, c->fleet_id, j->key, c->presence_ref, &state, &diff) != FL_OK) {
+        fl_presence_join(s->api->presence, c->fleet_id, j->key, c->presence_ref, &state) != FL_OK) {
         fl_log(FL_LOG_WARN, "live.presence_failed", FL_MSG("could not track a watcher's presence"), FL_STR("fleet", c->fleet_id));
         return; /* positions still flow; only the watcher list misses this one */
     }
     fl_live_release(c->presence, 0);
     send_frame(s, c->join_ref, NULL, c->topic, "presence_state", state, strlen(state));
-    fl_live_publish_presence(s->api->live, c->fleet_id, diff, strlen(diff));
     free(state);
-    free(diff);
 }
 
 /* The join is answered: the reply (text), the events after it, then live. */
@@ -380,6 +375,34 @@ static void handle_leave(sock_t *s, const char *join_ref, const char *ref, const
     channel_end(c);
 }
 
+/* ---- revocation --------------------------------------------------------------------------------- */
+
+/* A heartbeat (the phoenix client sends one every 30 s) also asks whether the socket's token still
+ * holds, from the shard's token cache (renewed from the database at most every few seconds, at once
+ * after SIGHUP). A revoked token closes the socket with 1008; the client's reconnect is then
+ * refused at its join. A database that cannot answer keeps the socket: availability first. */
+static void on_recheck(int status, const fl_api_token_t *token, void *arg)
+{
+    (void)token;
+    sock_t *s = arg;
+    s->rechecking = false;
+    if (!s->closed && status == FL_ENOTFOUND) {
+        fl_log(FL_LOG_INFO, "live.token_revoked", FL_MSG("closing a WebSocket whose token was revoked"),
+               FL_STR("peer", fl_ws_peer(s->ws)));
+        fl_ws_close(s->ws, 1008, "token revoked");
+    }
+    sock_unref(s);
+}
+
+static void recheck_token(sock_t *s)
+{
+    if (!s->token[0] || s->nchannels == 0 || s->rechecking)
+        return;
+    s->rechecking = true;
+    s->refs++;
+    fl_api_token_check(s->api, s->token, on_recheck, s);
+}
+
 /* ---- the socket --------------------------------------------------------------------------------- */
 
 static const char *string_or_null(json_t *v, bool *ok)
@@ -406,9 +429,10 @@ static void on_message(fl_ws_t *ws, const char *data, size_t len, bool binary, v
         fl_ws_close(ws, 1008, "not a Phoenix v2 message: [join_ref, ref, topic, event, payload]");
         return;
     }
-    if (strcmp(topic, "phoenix") == 0 && strcmp(event, "heartbeat") == 0)
+    if (strcmp(topic, "phoenix") == 0 && strcmp(event, "heartbeat") == 0) {
         reply_json(s, join_ref, ref, topic, "ok", NULL);
-    else if (strcmp(event, "phx_join") == 0)
+        recheck_token(s);
+    } else if (strcmp(event, "phx_join") == 0)
         handle_join(s, join_ref, ref, topic, payload);
     else if (strcmp(event, "phx_leave") == 0)
         handle_leave(s, join_ref, ref, topic);

@@ -274,11 +274,14 @@ static void offer_position(live_sub_t *s, const char *vehicle, uint64_t seq, fl_
         }
     }
     if (!s->held && s->waiting == NULL) {
-        if (!transport_backed_up(s) && transport_write(s, *slot) == FL_OK) {
+        int rc = transport_backed_up(s) ? FL_EFULL : transport_write(s, *slot);
+        if (rc == FL_OK) {
             atomic_fetch_add(&n_delivered, 1);
             s->sent_seq = seq;
             return;
         }
+        if (rc != FL_EFULL && rc != FL_ENOMEM)
+            return; /* closing already (peer gone): not a slow subscriber */
         s->behind_since = fl_now_mono_ms();
     }
     wait_for(s, vehicle, seq, *slot);
@@ -296,8 +299,9 @@ static void offer_presence(live_sub_t *s, fl_blob_t **frame, const char *json, s
     }
     /* presence diffs are rare and small: they go straight out, also while held (the phoenix client
      * keeps diffs that arrive before the presence state and applies them after it) */
-    if (transport_write(s, *frame) != FL_OK)
-        lose(s, true);
+    int rc = transport_write(s, *frame);
+    if (rc == FL_EFULL || rc == FL_ENOMEM)
+        lose(s, true); /* else the connection is closing already: its owner unsubscribes */
 }
 
 static void topic_free(live_topic_t *t);

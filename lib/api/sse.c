@@ -29,7 +29,9 @@ typedef struct sse {
     bool has_last;
     uint64_t last;
     bool closed;
+    bool rechecking; /* a keep-alive's token check is in flight */
     int refs;
+    char token[FL_API_TOKEN_LEN + 1];
 } sse_t;
 
 /* Each shard's open streams, touched only on that shard's thread (for closing them on drain). */
@@ -110,13 +112,35 @@ static void on_caught_up(int status, fl_blob_t *snapshot, uint64_t seq, fl_blob_
     sse_unref(s);
 }
 
+/* Each keep-alive also asks whether the stream's token still holds (the shard's token cache, as
+ * for WebSockets): a revoked one ends the stream, and the client's reconnect gets 401. */
+static void on_recheck(int status, const fl_api_token_t *token, void *arg)
+{
+    (void)token;
+    sse_t *s = arg;
+    s->rechecking = false;
+    if (!s->closed && status == FL_ENOTFOUND) {
+        fl_log(FL_LOG_INFO, "live.token_revoked", FL_MSG("closing an event stream whose token was revoked"),
+               FL_STR("peer", fl_stream_peer(s->stream)), FL_STR("fleet", s->fleet_id));
+        fl_stream_close(s->stream);
+    }
+    sse_unref(s);
+}
+
 static void on_keepalive(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     sse_t *s = arg;
+    if (s->closed)
+        return;
     if (fl_stream_pending(s->stream) == 0)
         fl_stream_write(s->stream, ": keepalive\n\n", 13);
+    if (!s->rechecking) {
+        s->rechecking = true;
+        s->refs++;
+        fl_api_token_check(s->api, s->token, on_recheck, s);
+    }
 }
 
 static void on_stream_drain(fl_stream_t *stream, void *arg)
@@ -133,6 +157,8 @@ static void on_stream_close(fl_stream_t *stream, int reason, void *arg)
     (void)reason;
     sse_t *s = arg;
     s->closed = true;
+    if (s->keepalive)
+        event_del(s->keepalive); /* a check or catch-up in flight may keep s a while; the stream is gone */
     sse_t **head = streams_here();
     if (s->prev)
         s->prev->next = s->next;
@@ -185,6 +211,7 @@ typedef struct {
     char fleet_id[65];
     bool has_last;
     uint64_t last;
+    char token[FL_API_TOKEN_LEN + 1];
 } start_t;
 
 static void on_exists(int status, fl_blob_t *json, uint64_t seq, void *arg)
@@ -208,6 +235,7 @@ static void on_exists(int status, fl_blob_t *json, uint64_t seq, void *arg)
         if (s) {
             *s = (sse_t){.api = st->api, .srv = fl_http_req_server(req), .has_last = st->has_last, .last = st->last, .refs = 1};
             memcpy(s->fleet_id, st->fleet_id, sizeof(s->fleet_id));
+            memcpy(s->token, st->token, sizeof(s->token));
         }
         if (s == NULL || fl_http_take_over(req, head, on_taken_over, s) != FL_OK) {
             fl_free(s);
@@ -264,7 +292,10 @@ static void events_route(fl_http_req_t *req, void *arg)
         st->has_last = true;
         st->last = v;
     }
-    fl_api_token_check(api, fl_api_request_token(req), on_token, st);
+    const char *token = fl_api_request_token(req);
+    if (token && strlen(token) < sizeof(st->token))
+        memcpy(st->token, token, strlen(token) + 1); /* a longer one is refused by the check */
+    fl_api_token_check(api, token, on_token, st);
 }
 
 int fl_api_sse_routes(fl_api_t *api, fl_http_router_t *router)

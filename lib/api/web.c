@@ -1,6 +1,6 @@
 /* The operators' live map: GET / (index.html), GET /config.json (the map's settings) and the files
- * under /assets/. Every file is read once at start from the web directory (FLEETD_WEB_DIR, or the
- * one found beside the binary or installed) into memory, so a request is a map lookup: only names
+ * under /assets/; the on-call view of the supervision tree: GET /admin (admin.html). Every file is read once at start from the web
+ * directory (FLEETD_WEB_DIR, or the one found beside the binary or installed) into memory, so a request is a map lookup: only names
  * read at start exist, which makes path traversal impossible by construction. */
 #include "api_internal.h"
 
@@ -304,6 +304,7 @@ int fl_api_web_new(fl_api_t *api)
                FL_STR("dir", w->dir));
         return FL_OK;
     }
+    add_file(w, "", "admin.html"); /* GET /admin: 404 when an older web directory lacks it */
     add_dir(w, "assets");
     add_dir(w, "assets/images");
     fl_log(FL_LOG_INFO, "web.loaded", FL_MSG("the live map's files are in memory"), FL_STR("dir", w->dir),
@@ -382,6 +383,18 @@ static void get_index(fl_http_req_t *req, void *arg)
         send_file(req, fl_map_get(w->files, "/index.html"), w->csp);
 }
 
+static void get_admin(fl_http_req_t *req, void *arg)
+{
+    fl_api_web_t *w = ((fl_api_t *)arg)->web;
+    if (unavailable(req, w))
+        return;
+    const web_file_t *f = fl_map_get(w->files, "/admin.html");
+    if (f == NULL)
+        fl_http_respond_error(req, 404, "not_found", "the admin page is not installed: no admin.html beside index.html");
+    else
+        send_file(req, f, w->csp);
+}
+
 static void get_config(fl_http_req_t *req, void *arg)
 {
     send_file(req, ((fl_api_t *)arg)->web->conf, NULL);
@@ -412,6 +425,8 @@ int fl_api_web_routes(fl_api_t *api, fl_http_router_t *router)
         rc = fl_http_router_add(router, FL_HTTP_GET, "/index.html", get_index, api, 0);
     if (rc == FL_OK)
         rc = fl_http_router_add(router, FL_HTTP_GET, "/config.json", get_config, api, 0);
+    if (rc == FL_OK)
+        rc = fl_http_router_add(router, FL_HTTP_GET, "/admin", get_admin, api, 0);
     if (rc == FL_OK)
         rc = fl_http_router_add(router, FL_HTTP_GET, "/assets/{name}", get_asset, api, 0);
     if (rc == FL_OK)

@@ -40,6 +40,10 @@ static const fl_setting_t settings[] = {
      "Log line format on stderr. auto: readable text on a terminal, JSON lines otherwise.", F(log_format)},
     {"FLEETD_ACCESS_LOG", FL_SET_BOOL, "true", 0, 0, NULL, false, "Write one log line per HTTP request (event http.access).",
      F(access_log)},
+    {"FLEETD_METRICS_ACCESS", FL_SET_ENUM, "loopback", 0, 0, "loopback|token|public", false,
+     "Who may read GET /metrics. loopback: clients on 127.0.0.0/8 or ::1 without a token, others with an admin token; "
+     "token: an admin token always; public: anyone (put it behind a proxy that keeps it private).",
+     F(metrics_access)},
     {"FLEETD_MAX_CONNECTIONS", FL_SET_INT, "10000", 1, 1000000, NULL, false,
      "Open client connections across all shards. Past it a new connection gets 503 and is closed.", F(max_connections)},
     {"FLEETD_MAX_HEADER_BYTES", FL_SET_BYTES, "16KiB", 1 * KIB, 1 * MIB, NULL, false,

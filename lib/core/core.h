@@ -60,6 +60,7 @@ long fl_alloc_count(void);
 
 typedef enum { FL_LOG_DEBUG = 0, FL_LOG_INFO, FL_LOG_WARN, FL_LOG_ERROR, FL_LOG_OFF } fl_log_level_t;
 typedef enum { FL_LOG_AUTO = 0, FL_LOG_JSON, FL_LOG_TEXT } fl_log_format_t;
+typedef enum { FL_METRICS_LOOPBACK = 0, FL_METRICS_TOKEN, FL_METRICS_PUBLIC } fl_metrics_access_t;
 
 typedef enum { FL_F_END = 0, FL_F_MSG, FL_F_RID, FL_F_STR, FL_F_INT, FL_F_DBL, FL_F_BOOL } fl_field_kind_t;
 
@@ -203,6 +204,7 @@ typedef struct fl_config {
     int log_level;  /* fl_log_level_t */
     int log_format; /* fl_log_format_t */
     bool access_log;
+    int metrics_access; /* fl_metrics_access_t: who may read GET /metrics */
 
     /* HTTP limits */
     int max_connections;

@@ -195,5 +195,14 @@ fl_db_t *fl_db_service_get(fl_db_service_t *svc, int shard);
 bool fl_db_service_up(fl_db_service_t *svc);
 /* Any thread: the schema version the connections last read (-1 until one has). */
 int fl_db_service_schema_version(fl_db_service_t *svc);
+/* Any thread: how many connections the service keeps (one per shard); *up gets how many are up. */
+int fl_db_service_connections(fl_db_service_t *svc, int *up);
+
+/* Queries and transactions that failed since the process started, process-wide (for /metrics):
+ * not connected or the connection dropped (FL_EUNAVAIL), refused by PostgreSQL (FL_EIO), timed out. */
+typedef struct {
+    long unavailable, refused, timeout;
+} fl_db_failures_t;
+void fl_db_failure_counts(fl_db_failures_t *out);
 
 #endif

@@ -2,6 +2,7 @@
  * allocation, the queue a plain FIFO. */
 #include "db_internal.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -124,8 +125,23 @@ void db_request_free(db_request_t *r)
     fl_free(r);
 }
 
+static atomic_long failed_unavailable, failed_refused, failed_timeout;
+
+void fl_db_failure_counts(fl_db_failures_t *out)
+{
+    out->unavailable = atomic_load_explicit(&failed_unavailable, memory_order_relaxed);
+    out->refused = atomic_load_explicit(&failed_refused, memory_order_relaxed);
+    out->timeout = atomic_load_explicit(&failed_timeout, memory_order_relaxed);
+}
+
 void db_request_finish(db_request_t *r, int status, PGresult *res, const char *err)
 {
+    if (status == FL_EUNAVAIL)
+        atomic_fetch_add_explicit(&failed_unavailable, 1, memory_order_relaxed);
+    else if (status == FL_EIO)
+        atomic_fetch_add_explicit(&failed_refused, 1, memory_order_relaxed);
+    else if (status == FL_ETIMEDOUT)
+        atomic_fetch_add_explicit(&failed_timeout, 1, memory_order_relaxed);
     fl_assert(!r->finished);
     r->finished = true;
     r->status = status;

@@ -139,6 +139,17 @@ bool fl_db_service_up(fl_db_service_t *svc)
     return up;
 }
 
+int fl_db_service_connections(fl_db_service_t *svc, int *up)
+{
+    int n = 0;
+    pthread_mutex_lock(&svc->lock);
+    for (int i = 0; i < svc->nshards; i++)
+        n += svc->dbs[i] && fl_db_is_up(svc->dbs[i]);
+    pthread_mutex_unlock(&svc->lock);
+    *up = n;
+    return svc->nshards;
+}
+
 int fl_db_service_schema_version(fl_db_service_t *svc)
 {
     int version = -1;

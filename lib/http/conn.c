@@ -167,8 +167,10 @@ static void conn_process(http_conn_t *c, int64_t now)
     while (req->state != RS_HANDLER && !c->close_after && !c->upgrading && !c->failed && !c->zombie) {
         if (c->out.pending > OUT_HIGH_WATER || c->in_start == c->in_end)
             break;
-        if (req->phase == PH_IDLE)
+        if (req->phase == PH_IDLE) {
             c->head_start = now;
+            c->fresh = false;
+        }
         int before = req->phase, event;
         c->in_start += req_feed(req, c->in + c->in_start, c->in_end - c->in_start, &event);
         if (before <= PH_HEAD && req->phase == PH_BODY)
@@ -444,13 +446,27 @@ void conn_answered(http_conn_t *c)
         conn_run(c);
 }
 
+/* How long a connection accepted just before a drain has to send its first request. */
+#define DRAIN_FIRST_REQUEST_MS 1000
+
 void conn_drain(http_conn_t *c)
 {
     if (c->zombie || c->lingering || c->upgrading)
         return;
-    if (c->req.state != RS_HANDLER && c->req.phase == PH_IDLE)
-        c->close_after = true; /* idle (or only writing): close once the output is out */
-    conn_settle(c, fl_now_mono_ms());
+    int64_t now = fl_now_mono_ms();
+    if (c->req.state != RS_HANDLER && c->req.phase == PH_IDLE) {
+        if (c->fresh && c->in_start == c->in_end) {
+            /* Accepted just before the listeners closed (a hand-over to a new fleetd): its
+             * client is sending a request now, so answer that one (with Connection: close)
+             * rather than reset it; a client that sends nothing is closed after the grace. */
+            int64_t by = now - c->hs->srv->cfg->keepalive_timeout_ms + DRAIN_FIRST_REQUEST_MS;
+            if (c->idle_since > by)
+                c->idle_since = by;
+        } else {
+            c->close_after = true; /* idle (or only writing): close once the output is out */
+        }
+    }
+    conn_settle(c, now);
 }
 
 /* The canned 503: written at once (a fresh socket's buffer has room), then what the client has
@@ -498,6 +514,7 @@ void conn_accepted(http_shard_t *hs, int fd, const struct sockaddr *sa, socklen_
     hs->conns = c;
     /* Until its first request, a new connection gets the header timeout, not the keep-alive one. */
     int64_t now = fl_now_mono_ms();
+    c->fresh = true;
     c->idle_since = now - srv->cfg->keepalive_timeout_ms + srv->cfg->header_timeout_ms;
     conn_settle(c, now);
     return;
@@ -540,6 +557,7 @@ static int hand_over(fl_http_req_t *req, const char *head, fl_http_upgrade_fn fn
                FL_INT("status", upgrade ? 101 : 200), FL_INT("bytes", 0),
                FL_DBL("duration_ms", req->start_ns ? (double)(fl_now_mono_ns() - req->start_ns) / 1e6 : 0.0), FL_RID(req->id),
                FL_STR("peer", c->peer));
+    stats_count(c, req, upgrade ? 101 : 200);
     conn_answered(c);
     return FL_OK;
 }

@@ -70,6 +70,12 @@ int fl_http_server_new(const fl_config_t *cfg, fl_http_router_t *router, fl_http
  * Errors: FL_EINVAL (bad address), FL_EIO (bind/listen failed; logged as http.listen_failed),
  * FL_ESTATE (already listening), FL_ENOMEM. */
 int fl_http_server_listen(fl_http_server_t *srv, fl_runtime_t *rt, const char *addr, char *bound, size_t boundlen);
+/* The same on a listening socket this process was given (systemd socket activation, LISTEN_FDS):
+ * every shard accepts from it through its own copy of fd (fd itself stays the caller's). Because
+ * the socket outlives this process, a drain closes only the copies: connections still waiting in
+ * its queue go to the next process that takes it, none is refused. FL_EINVAL when fd is not a
+ * stream socket. */
+int fl_http_server_listen_fd(fl_http_server_t *srv, fl_runtime_t *rt, int fd, char *bound, size_t boundlen);
 /* Stop / start accepting new connections, from any thread (each shard applies it on its own loop,
  * in the order asked). While paused the listening sockets stay bound, so new clients wait in the
  * backlog; connections already open carry on. A server accepts from fl_http_server_listen on
@@ -145,5 +151,28 @@ int fl_http_take_over(fl_http_req_t *req, const char *head, fl_http_upgrade_fn f
 bool fl_http_req_wants_upgrade(const fl_http_req_t *req); /* Connection: upgrade + Upgrade header present */
 fl_http_server_t *fl_http_req_server(const fl_http_req_t *req);
 void fl_http_upgraded_closed(fl_http_server_t *srv); /* any thread */
+
+/* ---- request statistics (for /metrics) ------------------------------------------------------
+ * Every answered request (upgrades and streams when they are handed over) is counted by its route
+ * and status, with its duration from its first byte to its answer being queued. */
+
+#define FL_HTTP_LATENCY_BUCKETS 14
+/* The histogram's upper bounds in seconds, ascending; a +Inf bucket follows them. */
+extern const double fl_http_latency_bounds[FL_HTTP_LATENCY_BUCKETS];
+/* Status slots: common codes one by one, then one per class ("4xx") for any other code. */
+#define FL_HTTP_STAT_CODES 29
+const char *fl_http_stat_code(int slot); /* "200", ..., "5xx" */
+
+typedef struct {
+    const char *route;                             /* the pattern as added; NULL: no route took it */
+    uint64_t codes[FL_HTTP_STAT_CODES];            /* requests by status slot */
+    uint64_t buckets[FL_HTTP_LATENCY_BUCKETS + 1]; /* cumulative: the last one is every request */
+    double sum_seconds;
+} fl_http_route_stats_t;
+
+/* Sums the shards' counters and calls fn for every route in the order they were added, then once
+ * with route NULL. Any thread, once listening (before that fn is not called). Counters are read
+ * without stopping the shards, so a request may show in one sum and not yet in another. */
+void fl_http_server_stats(const fl_http_server_t *srv, void (*fn)(const fl_http_route_stats_t *st, void *arg), void *arg);
 
 #endif

@@ -73,6 +73,8 @@ typedef struct {
     unsigned flags;
     unsigned nparams;
     char *names[ROUTE_MAX_PARAMS];
+    unsigned index;      /* the order it was added in: its slot in the request statistics */
+    const char *pattern; /* as added (the router owns it) */
 } endpoint_t;
 
 typedef struct {
@@ -86,6 +88,22 @@ typedef struct {
 void router_match(const fl_http_router_t *r, int method, const char *path, route_match_t *m);
 /* "GET, HEAD, POST" for an Allow header. */
 void router_allow_string(int methods, char *out, size_t outlen);
+/* Endpoints added so far, and the pattern of the one with that index. */
+unsigned router_count(const fl_http_router_t *r);
+const char *router_pattern(const fl_http_router_t *r, unsigned index);
+
+/* ---- request statistics (/metrics) ------------------------------------------------------------
+ * Per shard and per endpoint (one more slot for requests no route took), written only by the
+ * shard's thread with relaxed atomic loads and stores (no lock, no allocation), read by any. */
+typedef struct {
+    _Atomic uint64_t codes[FL_HTTP_STAT_CODES];
+    _Atomic uint64_t buckets[FL_HTTP_LATENCY_BUCKETS + 1]; /* not cumulative; the last is +Inf */
+    _Atomic uint64_t sum_ns;
+} route_stats_t;
+
+/* Counts an answered request of c's shard (status, and its duration from the first byte). */
+struct http_conn;
+void stats_count(struct http_conn *c, const fl_http_req_t *req, int status);
 
 /* ---- request: parse state and the parsed request ------------------------------------------ */
 
@@ -203,6 +221,7 @@ typedef struct http_conn {
     bool upgrading;      /* hand the socket over once the output is written */
     bool handler_warned; /* http.handler_pending already logged for this request */
     bool lingering;      /* write side shut, reading until EOF or the linger deadline */
+    bool fresh;          /* accepted, its first request not begun: a drain lets it send that one */
     int64_t idle_since, head_start, body_start, handler_since, write_since, linger_until;
     fl_http_upgrade_fn up_fn;
     void *up_arg;
@@ -222,6 +241,7 @@ struct http_shard {
     int64_t last_pause_log, last_refuse_log; /* rate limits for the warnings, monotonic ms */
     long refused;                            /* connections refused since the last warning */
     http_conn_t *conns;
+    route_stats_t *stats; /* router_count + 1 slots */
 };
 
 struct fl_http_server {

@@ -257,6 +257,7 @@ void resp_send(fl_http_req_t *req, int status, const char *ctype, const void *bo
         c->close_after = true;
     if (c->hs->srv->cfg->access_log)
         access_log(req, status, send_body ? len : 0);
+    stats_count(c, req, status);
     conn_answered(c);
 }
 

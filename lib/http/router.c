@@ -17,6 +17,8 @@ typedef struct node {
 
 struct fl_http_router {
     node_t root;
+    char **patterns; /* by endpoint index */
+    unsigned nroutes;
 };
 
 #define ALL_METHODS (FL_HTTP_GET | FL_HTTP_HEAD | FL_HTTP_POST | FL_HTTP_PUT | FL_HTTP_DELETE | FL_HTTP_PATCH | FL_HTTP_OPTIONS)
@@ -49,6 +51,9 @@ void fl_http_router_free(fl_http_router_t *r)
     if (r == NULL)
         return;
     node_free(&r->root);
+    for (unsigned i = 0; i < r->nroutes; i++)
+        fl_free(r->patterns[i]);
+    fl_free(r->patterns);
     fl_free(r);
 }
 
@@ -147,11 +152,24 @@ int fl_http_router_add(fl_http_router_t *r, int methods, const char *pattern, fl
         if (n->eps[i].methods & methods)
             return FL_EINVAL;
 
-    endpoint_t ep = {.methods = methods, .fn = fn, .arg = arg, .flags = flags, .nparams = nparams};
+    char **patterns = fl_realloc(r->patterns, (r->nroutes + 1) * sizeof(*patterns));
+    if (patterns == NULL)
+        return FL_ENOMEM;
+    r->patterns = patterns;
+    if ((patterns[r->nroutes] = fl_strdup(pattern)) == NULL)
+        return FL_ENOMEM;
+    endpoint_t ep = {.methods = methods,
+                     .fn = fn,
+                     .arg = arg,
+                     .flags = flags,
+                     .nparams = nparams,
+                     .index = r->nroutes,
+                     .pattern = patterns[r->nroutes]};
     for (unsigned i = 0; i < nparams; i++) {
         if ((ep.names[i] = fl_strndup(names[i], namelens[i])) == NULL) {
             for (unsigned j = 0; j < i; j++)
                 fl_free(ep.names[j]);
+            fl_free(patterns[r->nroutes]);
             return FL_ENOMEM;
         }
     }
@@ -159,10 +177,12 @@ int fl_http_router_add(fl_http_router_t *r, int methods, const char *pattern, fl
     if (eps == NULL) {
         for (unsigned j = 0; j < nparams; j++)
             fl_free(ep.names[j]);
+        fl_free(patterns[r->nroutes]);
         return FL_ENOMEM;
     }
     n->eps = eps;
     n->eps[n->neps++] = ep;
+    r->nroutes++;
     return FL_OK;
 }
 
@@ -247,4 +267,14 @@ void router_allow_string(int methods, char *out, size_t outlen)
             break;
         o += (size_t)n;
     }
+}
+
+unsigned router_count(const fl_http_router_t *r)
+{
+    return r->nroutes;
+}
+
+const char *router_pattern(const fl_http_router_t *r, unsigned index)
+{
+    return index < r->nroutes ? r->patterns[index] : NULL;
 }

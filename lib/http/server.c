@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -207,27 +208,39 @@ static void shards_free(http_shard_t *shards, int n)
         hs->resume = NULL;
         while (hs->conns)
             conn_destroy(hs->conns);
+        fl_free(hs->stats);
     }
     fl_free(shards);
 }
 
-int fl_http_server_listen(fl_http_server_t *srv, fl_runtime_t *rt, const char *addr, char *bound, size_t boundlen)
+/* Listens on addr (bound by each shard, SO_REUSEPORT) or, with inherited >= 0, on that socket. */
+static int listen_on(fl_http_server_t *srv, fl_runtime_t *rt, const char *addr, int inherited, char *bound, size_t boundlen)
 {
-    if (srv == NULL || rt == NULL || addr == NULL)
+    if (srv == NULL || rt == NULL || (addr == NULL && inherited < 0))
         return FL_EINVAL;
     if (srv->listening)
         return FL_ESTATE;
-    char host[256], port[8];
-    if (split_addr(addr, host, sizeof(host), port, sizeof(port)) != FL_OK)
-        return FL_EINVAL;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL)
-        return FL_EINVAL;
     struct sockaddr_storage ss;
-    socklen_t sslen = ai->ai_addrlen;
-    memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
-    freeaddrinfo(ai);
+    socklen_t sslen = sizeof(ss);
+    if (inherited >= 0) {
+        int type = 0;
+        socklen_t tl = sizeof(type);
+        if (getsockopt(inherited, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM ||
+            getsockname(inherited, (struct sockaddr *)&ss, &sslen) != 0 || fcntl(inherited, F_SETFL, O_NONBLOCK) != 0)
+            return FL_EINVAL;
+        addr = "inherited socket";
+    } else {
+        char host[256], port[8];
+        if (split_addr(addr, host, sizeof(host), port, sizeof(port)) != FL_OK)
+            return FL_EINVAL;
+        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+        struct addrinfo *ai = NULL;
+        if (getaddrinfo(host, port, &hints, &ai) != 0 || ai == NULL)
+            return FL_EINVAL;
+        sslen = ai->ai_addrlen;
+        memcpy(&ss, ai->ai_addr, ai->ai_addrlen);
+        freeaddrinfo(ai);
+    }
 
     int n = fl_runtime_nshards(rt);
     http_shard_t *shards = fl_calloc((size_t)n, sizeof(*shards));
@@ -238,12 +251,26 @@ int fl_http_server_listen(fl_http_server_t *srv, fl_runtime_t *rt, const char *a
         shards[i].shard = fl_runtime_shard(rt, i);
         shards[i].base = fl_shard_base(shards[i].shard);
         shards[i].lfd = -1;
+        if ((shards[i].stats = fl_calloc(router_count(srv->router) + 1, sizeof(route_stats_t))) == NULL) {
+            shards_free(shards, n);
+            return FL_ENOMEM;
+        }
     }
     int rc = FL_OK;
     for (int i = 0; i < n; i++) {
         http_shard_t *hs = &shards[i];
-        if ((rc = open_listener((struct sockaddr *)&ss, sslen, addr, &hs->lfd)) != FL_OK)
+        if (inherited >= 0) {
+            /* One socket for every shard: each accepts from the same queue through its own copy,
+             * and closing a copy (drain) leaves the socket and its queue to the next process. */
+            if ((hs->lfd = fcntl(inherited, F_DUPFD_CLOEXEC, 3)) < 0) {
+                fl_log(FL_LOG_ERROR, "http.listen_failed", FL_MSG("cannot use the inherited listening socket"),
+                       FL_STR("error", strerror(errno)));
+                rc = FL_EIO;
+                goto fail;
+            }
+        } else if ((rc = open_listener((struct sockaddr *)&ss, sslen, addr, &hs->lfd)) != FL_OK) {
             goto fail;
+        }
         /* Port 0: the first bind picked one; the other shards join it. */
         if (i == 0 && getsockname(hs->lfd, (struct sockaddr *)&ss, &sslen) != 0) {
             rc = FL_EIO;
@@ -273,6 +300,18 @@ int fl_http_server_listen(fl_http_server_t *srv, fl_runtime_t *rt, const char *a
 fail:
     shards_free(shards, n);
     return rc;
+}
+
+int fl_http_server_listen(fl_http_server_t *srv, fl_runtime_t *rt, const char *addr, char *bound, size_t boundlen)
+{
+    return listen_on(srv, rt, addr, -1, bound, boundlen);
+}
+
+int fl_http_server_listen_fd(fl_http_server_t *srv, fl_runtime_t *rt, int fd, char *bound, size_t boundlen)
+{
+    if (fd < 0)
+        return FL_EINVAL;
+    return listen_on(srv, rt, NULL, fd, bound, boundlen);
 }
 
 /* On the shard: accept or not, as the owner last asked. */

@@ -4,14 +4,11 @@
 // A screenshot is kept as a test artifact (<build>/test-artifacts/map.png).
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync } from 'node:fs';
-import { dirname, join } from 'node:path';
 import { test } from 'node:test';
-import { chromium } from 'playwright-core';
+import { makeUntil, openBrowser } from './lib/browser.mjs';
 import {
     createDatabase,
     describeRun,
-    FLEETD_BIN,
     get,
     migrate,
     postSigned,
@@ -21,7 +18,6 @@ import {
     waitFor,
 } from '../integration/lib/harness.mjs';
 
-const CHROMIUM = process.env.FLEETD_CHROMIUM || '/usr/bin/chromium';
 const MASTER_KEY = randomBytes(32).toString('hex');
 const A = { lat: 59.3293, lng: 18.0686 };
 const B = { lat: 59.3381, lng: 18.0812 };
@@ -30,51 +26,6 @@ async function cli(db, args) {
     const run = await runFleetd(args, { databaseUrl: db.url, env: { FLEETD_MASTER_KEY: MASTER_KEY } });
     assert.equal(run.code, 0, describeRun(run));
     return run.stdout.trim();
-}
-
-function artifactPath(name) {
-    const dir = join(process.env.FLEETD_BUILD_DIR || dirname(FLEETD_BIN()), 'test-artifacts');
-    mkdirSync(dir, { recursive: true });
-    return join(dir, name);
-}
-
-/**
- * Headless chromium that can reach this machine's fleetd and nothing else (no tiles, no updates).
- * When the test ends, a screenshot of the page goes to <build>/test-artifacts/NAME (whatever happened:
- * the picture is what tells a failure apart), then the browser closes.
- */
-async function openBrowser(t, name) {
-    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: install Debian's chromium (scripts/test does) or set FLEETD_CHROMIUM`);
-    const browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        headless: true,
-        // chromium's sandbox refuses to start as root
-        args: process.getuid && process.getuid() === 0 ? ['--no-sandbox'] : [],
-    });
-    const context = await browser.newContext({ viewport: { width: 1280, height: 760 } });
-    const outside = [];
-    await context.route('**/*', (route) => {
-        const url = route.request().url();
-        if (/^(https?|wss?):\/\/127\.0\.0\.1[:/]/.test(url)) return route.continue();
-        outside.push(url);
-        return route.abort();
-    });
-    const page = await context.newPage();
-    t.after(async () => {
-        try {
-            const shot = artifactPath(name);
-            await page.screenshot({ path: shot });
-            console.log(`screenshot: ${shot}`);
-        } finally {
-            await browser.close();
-        }
-    });
-    const problems = [];
-    page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-    page.on('console', (msg) => {
-        if (/Content Security Policy/i.test(msg.text())) problems.push(`CSP: ${msg.text()}`);
-    });
-    return { browser, page, problems, outside };
 }
 
 /** Where the page has truck-17: Leaflet's lat/lng and its projected point, and the marker element's centre. */
@@ -91,22 +42,14 @@ async function markerOf(page, id) {
 
 const near = (a, b) => Math.abs(a - b) < 1e-9;
 
-/** page.waitForFunction with a failure that says what was awaited and what the page showed. */
-async function until(page, fn, what, arg = null, timeout = 10_000) {
-    try {
-        await page.waitForFunction(fn, arg, { timeout });
-    } catch (err) {
-        const shown = await page
-            .evaluate(() => ({
-                connection: document.getElementById('conn')?.textContent,
-                notice: document.getElementById('notice')?.textContent,
-                signin: document.getElementById('signin-error')?.textContent,
-                vehicles: window.fleetdMap?.vehicles(),
-            }))
-            .catch(() => ({}));
-        throw new Error(`timed out after ${timeout} ms waiting for ${what}; the page shows ${JSON.stringify(shown)}`, { cause: err });
-    }
-}
+const until = makeUntil(
+    () => ({
+        connection: document.getElementById('conn')?.textContent,
+        notice: document.getElementById('notice')?.textContent,
+        signin: document.getElementById('signin-error')?.textContent,
+        vehicles: window.fleetdMap?.vehicles(),
+    }),
+);
 
 /**
  * A browser (see openBrowser), then fleets harbor-1 ("Harbor One") and harbor-2, partner acme writing

@@ -301,3 +301,23 @@ test('raw frames: heartbeat, join reply shape, phx_leave then phx_close, bad fra
         assert.equal(res.status, status, query);
     }
 });
+
+test('SIGTERM closes every WebSocket with 1001 and fleetd stops well before its shutdown timeout', opts, async (t) => {
+    const env = await setup(t, { FLEETD_SHUTDOWN_TIMEOUT: '20s' });
+    const sockets = [];
+    for (let i = 0; i < 3; i++) {
+        const s = await rawSocket(env, `vsn=2.0.0&token=${env.tokens.anna}`);
+        s.send([String(i), String(i), 'fleet:harbor-1', 'phx_join', {}]);
+        await s.next((f) => f[1] === String(i), 'join reply');
+        sockets.push({ s, closed: new Promise((resolve) => s.ws.once('close', (code, reason) => resolve([code, reason.toString()]))) });
+    }
+    const started = Date.now();
+    const result = await env.srv.stop();
+    assert.equal(result.code, 0);
+    for (const { closed } of sockets) {
+        const [code, reason] = await withTimeout(closed, 5000, 'close frame');
+        assert.equal(code, 1001, reason);
+        assert.match(reason, /shutting down/);
+    }
+    assert.ok(Date.now() - started < 10_000, `stopped in ${Date.now() - started} ms, not after the 20 s timeout`);
+});

@@ -218,7 +218,7 @@ test('401 with WWW-Authenticate: Bearer without a valid token, revoked ones incl
     const revoke = await runFleetd(['token', 'revoke', 'harbor desk'], { databaseUrl: db.url });
     assert.equal(revoke.code, 0, describeRun(revoke));
     srv.child.kill('SIGHUP');
-    await srv.waitForLog('fleetd.sighup');
+    await srv.waitForLog('fleetd.reloaded');
     for (let i = 0; i < 10; i++) assertJsonError(await get(srv.port, path, bearer(tokens.harbor)), 401, 'unauthorized');
     const revoked = await get(srv.port, path, bearer(tokens.harbor));
     assert.match(revoked.headers['www-authenticate'], /^Bearer\b/);

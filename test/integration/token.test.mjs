@@ -2,10 +2,13 @@
 // daemon takes it as `Authorization: Bearer`, answers 401 + WWW-Authenticate without a valid one and
 // 404 fleet_not_found for a fleet the token may not see (as for one that does not exist).
 // `fleetd token list` shows tokens without their secret; `fleetd token revoke` ends one, in the
-// daemon within its token cache's 5 s, or at once on SIGHUP.
+// daemon within its token cache's 5 s, or at once on SIGHUP; open WebSockets and event streams of a
+// revoked token end at their next heartbeat or keep-alive.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import http from 'node:http';
 import { test } from 'node:test';
+import WebSocket from 'ws';
 import {
     assertJsonError,
     createDatabase,
@@ -17,6 +20,7 @@ import {
     TEST_TIMEOUT_MS,
     UNREACHABLE_DATABASE_URL,
     waitFor,
+    withTimeout,
 } from './lib/harness.mjs';
 
 const opts = { timeout: TEST_TIMEOUT_MS };
@@ -246,10 +250,63 @@ test('SIGHUP makes a revocation take effect at once on every shard', opts, async
     // still cached: this is what SIGHUP is for
     assert.equal((await get(srv.port, path, bearer(scoped))).status, 200, 'the cached verdict stands until SIGHUP or 5 s');
     srv.child.kill('SIGHUP');
-    await srv.waitForLog('fleetd.sighup');
+    await srv.waitForLog('fleetd.reloaded');
     for (let i = 0; i < 20; i++) {
         const res = await get(srv.port, path, bearer(scoped));
         assertJsonError(res, 401, 'unauthorized');
         assert.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"');
     }
+});
+
+test('a revoked token ends its live sessions: the WebSocket at its next heartbeat (1008), the event stream at its next keep-alive', opts, async (t) => {
+    const db = await fleetsDb(t);
+    const desk = await createToken(db, ['--fleet', 'harbor-1', '--name', 'desk']);
+    const keep = await createToken(db, ['--fleet', 'harbor-1', '--name', 'keep']);
+    const srv = await startFleetd({ t, databaseUrl: db.url });
+    await waitFor(async () => (await get(srv.port, '/ready')).status === 200, { what: '/ready 200' });
+
+    const joined = async (token) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${srv.port}/socket/websocket?vsn=2.0.0&token=${token}`);
+        const frames = [];
+        ws.on('message', (d) => frames.push(JSON.parse(d.toString())));
+        const closed = new Promise((resolve) => ws.once('close', (code, reason) => resolve([code, reason.toString()])));
+        await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+        ws.send(JSON.stringify(['1', '1', 'fleet:harbor-1', 'phx_join', {}]));
+        await waitFor(() => frames.some((f) => f[1] === '1' && f[4]?.status === 'ok'), { what: 'join ok' });
+        t.after(() => ws.terminate());
+        return { ws, frames, closed, heartbeat: (ref) => ws.send(JSON.stringify([null, ref, 'phoenix', 'heartbeat', {}])) };
+    };
+    const revoked = await joined(desk);
+    const kept = await joined(keep);
+    const stream = await new Promise((resolve, reject) => {
+        const req = http.get({ host: '127.0.0.1', port: srv.port, path: '/api/v1/fleets/harbor-1/events', headers: bearer(desk) }, (res) => {
+            res.setEncoding('utf8');
+            res.on('data', () => {});
+            resolve({ res, ended: new Promise((done) => res.once('close', () => done(Date.now()))) });
+        });
+        req.once('error', reject);
+        t.after(() => req.destroy());
+    });
+    assert.equal(stream.res.statusCode, 200);
+
+    // before the revocation a heartbeat changes nothing
+    revoked.heartbeat('2');
+    await waitFor(() => revoked.frames.some((f) => f[1] === '2'), { what: 'heartbeat reply' });
+    assert.equal(revoked.ws.readyState, WebSocket.OPEN);
+
+    const run = await runFleetd(['token', 'revoke', 'desk'], { databaseUrl: db.url });
+    assert.equal(run.code, 0, describeRun(run));
+    srv.child.kill('SIGHUP'); // the caches forget at once (else within 5 s)
+    await srv.waitForLog('fleetd.reloaded');
+    const revokedAt = Date.now();
+    revoked.heartbeat('3');
+    kept.heartbeat('3');
+    assert.deepEqual(await withTimeout(revoked.closed, 5000, 'the revoked socket to close'), [1008, 'token revoked']);
+    await waitFor(() => kept.frames.some((f) => f[1] === '3'), { what: 'the other token\'s heartbeat reply' });
+    assert.equal(kept.ws.readyState, WebSocket.OPEN, 'another token\'s socket stays');
+
+    const endedAt = await withTimeout(stream.ended, 20_000, 'the revoked event stream to end (keep-alive every 15 s)');
+    assert.ok(endedAt - revokedAt <= 16_000, `ended ${endedAt - revokedAt} ms after the revocation`);
+    assertJsonError(await get(srv.port, '/api/v1/fleets/harbor-1/events', bearer(desk)), 401, 'unauthorized');
+    await srv.waitForLog((e) => e.event === 'live.token_revoked' && /event stream/.test(e.message));
 });

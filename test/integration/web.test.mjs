@@ -53,6 +53,20 @@ test('GET / is the map page: HTML, ETag, revalidation with 304, a strict CSP', o
     assert.equal((await get(srv.port, '/index.html')).text, res.text);
 });
 
+test('GET /admin is the admin page under the same CSP; its script is an asset', opts, async (t) => {
+    const srv = await startFleetd({ t, ...noDb });
+    const res = await get(srv.port, '/admin');
+    assert.equal(res.status, 200, res.text.slice(0, 200));
+    assert.equal(res.headers['content-type'], 'text/html; charset=utf-8');
+    assert.match(res.text, /<script type="module" src="assets\/admin\.js"><\/script>/);
+    assert.match(res.text, /<a class="nav" href="\.\/">Live map<\/a>/);
+    assert.equal(res.headers['content-security-policy'], (await get(srv.port, '/')).headers['content-security-policy']);
+    assert.equal((await get(srv.port, '/admin', { 'If-None-Match': res.headers.etag })).status, 304);
+    for (const path of ['/assets/admin.js', '/assets/session.js']) assert.equal((await get(srv.port, path)).status, 200, path);
+    assert.match((await get(srv.port, '/')).text, /<a class="nav" href="admin"/, 'the map links to it');
+    assertJsonError(await get(srv.port, '/admin.html'), 404, 'not_found');
+});
+
 test('assets: our modules, Leaflet and the phoenix client with their types; Leaflet\'s images', opts, async (t) => {
     const srv = await startFleetd({ t, ...noDb });
     const types = {

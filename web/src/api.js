@@ -1,5 +1,5 @@
-// fleetd's HTTP API as the page uses it: bearer-token GETs that return the JSON body or throw an
-// ApiError carrying the contract's status and error code.
+// fleetd's HTTP API as the pages use it: bearer-token requests that return the JSON body or throw
+// an ApiError carrying the contract's status and error code.
 
 export class ApiError extends Error {
     constructor(status, code, message) {
@@ -9,11 +9,12 @@ export class ApiError extends Error {
     }
 }
 
-export async function getJson(path, token) {
+/** method path with the bearer token; the JSON body, or an ApiError (status 0: fleetd unreachable). */
+export async function requestJson(method, path, token) {
     let res;
     try {
         const headers = token ? { Authorization: `Bearer ${token}` } : {};
-        res = await fetch(path, { headers, cache: 'no-store' });
+        res = await fetch(path, { method, headers, cache: 'no-store' });
     } catch (err) {
         throw new ApiError(0, 'network', `fleetd cannot be reached (${err.message})`);
     }
@@ -28,6 +29,8 @@ export async function getJson(path, token) {
     throw new ApiError(res.status, error.code || 'http_error', error.message || `fleetd answered ${res.status}`);
 }
 
+export const getJson = (path, token) => requestJson('GET', path, token);
+
 const seg = encodeURIComponent;
 
 export const api = {
@@ -40,4 +43,12 @@ export const api = {
             `api/v1/fleets/${seg(fleet)}/vehicles/${seg(vehicle)}/track?format=geojson&limit=10000&from=${seg(since.toISOString())}`,
             token,
         ),
+    /** The supervision tree (admin token). */
+    tree: (token) => getJson('admin/tree', token),
+    /** Restarts one child of the tree as a drill; resolves once it runs again (admin token). Child ids
+     *  ("tracker:harbor-1") go into the path as they are: ':' is allowed there, and fleetd does not decode. */
+    restart: (token, id) => {
+        if (!/^[A-Za-z0-9._:-]{1,128}$/.test(id)) return Promise.reject(new ApiError(400, 'invalid_id', `${id} is not a child id`));
+        return requestJson('POST', `admin/tree/${id}/restart`, token);
+    },
 };

@@ -1,12 +1,11 @@
 // The operators' live map: sign in with a token, pick a fleet, watch its vehicles move.
-// The token comes from the form or from the URL fragment (#token=...&fleet=..., as `fleetd demo`
-// prints it; the fragment never reaches a server) and is kept in this browser's local storage.
+// The token comes from the form or from the URL fragment and is kept in this browser (session.js).
 import { api } from './api.js';
 import { LiveFleet } from './live.js';
 import { FleetMap } from './map.js';
 import { VehicleList } from './vehicles.js';
+import { session, takeFragment } from './session.js';
 
-const TOKEN_KEY = 'fleetd.token';
 const FLEET_KEY = 'fleetd.fleet';
 const STALE_KEY = 'fleetd.staleAfter';
 const TRACK_SPAN_MS = 60 * 60 * 1000;
@@ -218,14 +217,14 @@ function signOut(message, forget = true) {
     if (page.live) page.live.stop();
     page.live = null;
     page.fleet = null;
-    if (forget) localStorage.removeItem(TOKEN_KEY);
+    if (forget) session.forget();
     page.token = forget ? null : page.token;
     showSignIn(message);
 }
 
 async function signIn(token, wantedFleet) {
     page.token = token;
-    localStorage.setItem(TOKEN_KEY, token);
+    session.keep(token);
     $('signin').hidden = true;
     $('main').hidden = false;
     $('signout').hidden = false;
@@ -248,14 +247,6 @@ function startMap() {
     if (stale >= 5) $('stale').value = String(stale);
     page.list.setStaleAfter(Number($('stale').value));
     setInterval(() => page.list.tick(), 1000);
-}
-
-/** #token=...&fleet=... -> {token, fleet}; the fragment is then removed from the address bar. */
-function takeFragment() {
-    const params = new URLSearchParams(location.hash.replace(/^#/, ''));
-    const found = { token: params.get('token'), fleet: params.get('fleet') };
-    if (found.token || found.fleet) history.replaceState(null, '', location.pathname + location.search);
-    return found;
 }
 
 // ---- start ------------------------------------------------------------------------------------------
@@ -284,7 +275,7 @@ async function main() {
         notice(`No map settings (${err.message}): showing the map without tiles.`);
     }
     const fragment = takeFragment();
-    const token = fragment.token || localStorage.getItem(TOKEN_KEY);
+    const token = fragment.token || session.token();
     if (token) await signIn(token, fragment.fleet);
     else showSignIn('');
 }
