@@ -30,8 +30,7 @@ typedef struct channel {
     sock_t *sock;
     ch_state_t state;
     unsigned gen;
-    char fleet_id[65];
-    char topic[72];
+    char topic[72]; /* "fleet:" + the fleet's id (fleet_of) */
     char join_ref[40];
     live_sub_t *positions, *presence;
     char presence_ref[24]; /* "" when not tracked */
@@ -48,6 +47,12 @@ struct sock {
     int nchannels;
     unsigned next_gen;
 };
+
+/* The channel's fleet: its topic after "fleet:" (a join checks the topic before making one). */
+static const char *fleet_of(const channel_t *c)
+{
+    return c->topic + 6;
+}
 
 /* ---- sending ------------------------------------------------------------------------------------ */
 
@@ -124,7 +129,7 @@ static void channel_end(channel_t *c)
     fl_live_unsubscribe(c->positions);
     fl_live_unsubscribe(c->presence);
     if (c->presence_ref[0])
-        fl_presence_leave(s->api->presence, c->fleet_id, c->presence_ref);
+        fl_presence_leave(s->api->presence, fleet_of(c), c->presence_ref);
     fl_free(c);
 }
 
@@ -136,7 +141,7 @@ static void on_lost(live_sub_t *sub, bool behind, void *arg)
     sock_t *s = c->sock;
     if (behind) {
         fl_log(FL_LOG_WARN, "live.too_slow", FL_MSG("closing a WebSocket that fell too far behind"),
-               FL_STR("peer", fl_ws_peer(s->ws)), FL_STR("fleet", c->fleet_id));
+               FL_STR("peer", fl_ws_peer(s->ws)), FL_STR("fleet", fleet_of(c)));
         fl_ws_close(s->ws, 1008, "too far behind: positions were coalesced for too long");
         return; /* on_close ends the channels */
     }
@@ -149,7 +154,7 @@ static int subscribe(channel_t *c, bool presence, live_sub_t **out)
 {
     live_target_t target = {
         .kind = LIVE_WS, .conn = c->sock->ws, .low_water = c->sock->api->deps.cfg->ws_output_max / 4, .lost = on_lost, .arg = c};
-    return fl_live_subscribe(c->sock->api->live, c->fleet_id, presence, &target, out);
+    return fl_live_subscribe(c->sock->api->live, fleet_of(c), presence, &target, out);
 }
 
 /* ---- join --------------------------------------------------------------------------------------- */
@@ -199,8 +204,8 @@ static void track_presence(join_t *j, channel_t *c)
     sock_t *s = j->sock;
     char *state = NULL;
     if (subscribe(c, true, &c->presence) != FL_OK ||
-        fl_presence_join(s->api->presence, c->fleet_id, j->key, c->presence_ref, &state) != FL_OK) {
-        fl_log(FL_LOG_WARN, "live.presence_failed", FL_MSG("could not track a watcher's presence"), FL_STR("fleet", c->fleet_id));
+        fl_presence_join(s->api->presence, fleet_of(c), j->key, c->presence_ref, &state) != FL_OK) {
+        fl_log(FL_LOG_WARN, "live.presence_failed", FL_MSG("could not track a watcher's presence"), FL_STR("fleet", fleet_of(c)));
         return; /* positions still flow; only the watcher list misses this one */
     }
     fl_live_release(c->presence, 0);
@@ -256,7 +261,7 @@ static void on_catch_up(int status, fl_blob_t *snapshot, uint64_t seq, fl_blob_t
         fl_strbuf_add(&r, fl_blob_data(snapshot) + 1, fl_blob_len(snapshot) - 1);
     } else {
         fl_strbuf_str(&r, "{\"fleet_id\":\"");
-        fl_strbuf_str(&r, c->fleet_id);
+        fl_strbuf_str(&r, fleet_of(c));
         fl_strbuf_printf(&r, "\",\"seq\":%llu,\"replayed\":%d}", (unsigned long long)seq, n);
     }
     if (r.failed) {
@@ -286,7 +291,7 @@ static void on_token(int status, const fl_api_token_t *token, void *arg)
         join_refused(j, c, "unauthorized");
         return;
     }
-    if (!fl_api_token_allows(token, c->fleet_id)) {
+    if (!fl_api_token_allows(token, fleet_of(c))) {
         join_refused(j, c, "not_found");
         return;
     }
@@ -296,24 +301,21 @@ static void on_token(int status, const fl_api_token_t *token, void *arg)
         snprintf(j->key, sizeof(j->key), "token-%lld", (long long)token->id);
     int rc = subscribe(c, false, &c->positions);
     if (rc == FL_OK)
-        rc = fl_live_catch_up(j->sock->api->deps.trackers, c->fleet_id, j->has_last_seq, j->last_seq, JOIN_TIMEOUT_MS, on_catch_up,
+        rc = fl_live_catch_up(j->sock->api->deps.trackers, fleet_of(c), j->has_last_seq, j->last_seq, JOIN_TIMEOUT_MS, on_catch_up,
                               j);
     if (rc != FL_OK)
         join_refused(j, c, "unavailable");
 }
 
-static bool topic_fleet(const char *topic, char fleet_id[65])
+/* fleet:{id} with a valid fleet id. */
+static bool fleet_topic(const char *topic)
 {
-    if (strncmp(topic, "fleet:", 6) != 0 || !fl_id_valid(topic + 6))
-        return false;
-    snprintf(fleet_id, 65, "%s", topic + 6);
-    return true;
+    return strncmp(topic, "fleet:", 6) == 0 && fl_id_valid(topic + 6);
 }
 
 static void handle_join(sock_t *s, const char *join_ref, const char *ref, const char *topic, json_t *payload)
 {
-    char fleet_id[65];
-    if (!topic_fleet(topic, fleet_id)) {
+    if (!fleet_topic(topic)) {
         reply_error(s, join_ref, ref, topic, "unmatched topic");
         return;
     }
@@ -343,7 +345,6 @@ static void handle_join(sock_t *s, const char *join_ref, const char *ref, const 
     c->sock = s;
     c->state = CH_JOINING;
     c->gen = ++s->next_gen;
-    snprintf(c->fleet_id, sizeof(c->fleet_id), "%s", fleet_id);
     snprintf(c->topic, sizeof(c->topic), "%s", topic);
     snprintf(c->join_ref, sizeof(c->join_ref), "%s", join_ref ? join_ref : "");
     c->next = s->channels;

@@ -106,7 +106,10 @@ static void claim(producer_t *p)
     const char *values[] = {p->q->name, p->jobs->node, lease, limit};
     int rc = jobs_query(p->self, P_CLAIMED, jobs_db_here(p->jobs), claim_sql, 4, values, NULL, NULL);
     if (rc != FL_OK) {
-        log_claim_error(p, fl_strerror(rc)); /* more stays set: the next poll tries again */
+        /* more stays set: the next poll tries again. No connection yet (at start, or in an outage)
+         * is the database service's to report; this would only repeat it for every queue. */
+        if (rc != FL_EUNAVAIL)
+            log_claim_error(p, fl_strerror(rc));
         return;
     }
     p->claiming = true;

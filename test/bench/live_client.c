@@ -438,7 +438,15 @@ static void poster_readable(int p)
     if (r <= 0) {
         if (r < 0 && errno == EAGAIN)
             return;
-        NOTE("live_client: the poster's connection closed\n");
+        if (!ps->busy && ps->len == 0) {
+            /* an idle connection that never sent a request is closed by fleetd after its header
+             * timeout (at low rates only the first posters are used): open it again */
+            epoll_ctl(ep, EPOLL_CTL_DEL, ps->fd, NULL);
+            close(ps->fd);
+            poster_open(p);
+            return;
+        }
+        NOTE("live_client: the poster's connection closed with a request in flight\n");
         exit(1);
     }
     ps->len += (uint32_t)r;

@@ -229,6 +229,35 @@ test('Presence: who watches a fleet, keyed by the token name, joins and leaves',
     b.disconnect();
 });
 
+test('Presence diffs are batched: ten watchers joining at once reach an observer in fewer diffs than joins, every one named', opts, async (t) => {
+    const env = await setup(t);
+    const observer = await rawSocket(env, `vsn=2.0.0&token=${env.tokens.anna}`);
+    t.after(() => observer.ws.terminate());
+    observer.send(['1', '1', 'fleet:harbor-1', 'phx_join', {}]);
+    await observer.next((f) => f[1] === '1', 'join reply');
+    await observer.next((f) => f[3] === 'presence_state', 'presence_state');
+    await observer.next((f) => f[3] === 'presence_diff', 'the diff of its own join');
+
+    const watchers = await Promise.all(Array.from({ length: 10 }, () => rawSocket(env, `vsn=2.0.0&token=${env.tokens.bo}`)));
+    t.after(() => watchers.forEach((w) => w.ws.terminate()));
+    watchers.forEach((w) => w.send(['1', '1', 'fleet:harbor-1', 'phx_join', {}]));
+    const joined = new Set();
+    let diffs = 0;
+    await waitFor(
+        () => {
+            for (let f; (f = observer.frames.findIndex((x) => x[3] === 'presence_diff')) >= 0; ) {
+                const [frame] = observer.frames.splice(f, 1);
+                diffs++;
+                assert.deepEqual(Object.keys(frame[4].leaves), []);
+                for (const meta of frame[4].joins.bo?.metas ?? []) joined.add(meta.phx_ref);
+            }
+            return joined.size === 10;
+        },
+        { what: 'ten joins of bo in presence_diff frames' },
+    );
+    assert.ok(diffs < 10, `${diffs} diffs for 10 joins`);
+});
+
 /** A raw WebSocket (the `ws` package) speaking the v2 serializer by hand. */
 async function rawSocket(env, query) {
     const ws = new WebSocket(`ws://127.0.0.1:${env.srv.port}/socket/websocket?${query}`);
