@@ -504,7 +504,7 @@ static void socket_route(fl_http_req_t *req, void *arg)
                          .origins = cfg->ws_origins,
                          .sndbuf = cfg->live_sndbuf};
     if (fl_ws_accept(req, &opts, &handlers, s) != FL_OK)
-        fl_free(s); /* answered with an error: the handlers never run */
+        fl_free(s); /* refused (answered with an error): the handlers never run */
 }
 
 int fl_api_channel_routes(fl_api_t *api, fl_http_router_t *router)

@@ -592,7 +592,7 @@ static int refuse(fl_http_req_t *req, int status, const char *code, const char *
     else if (status == 503)
         fl_http_set_header(req, "Retry-After", "1");
     fl_http_respond_error(req, status, code, message);
-    return FL_OK;
+    return FL_EPROTO; /* answered, but no WebSocket: the handlers never run */
 }
 
 int fl_ws_accept(fl_http_req_t *req, const fl_ws_opts_t *opts, const fl_ws_handlers_t *h, void *arg)

@@ -103,8 +103,9 @@ typedef struct {
  * version), 403 forbidden_origin (Origin not allowed by opts->origins), 503 (out of memory).
  * Otherwise answers 101 and hands the connection over; on_open follows on the request's shard.
  * opts and h are copied; arg is passed to the handlers.
- * FL_OK when the request was answered (101 or an error), FL_EINVAL for bad arguments, FL_ESTATE
- * when the request had already been answered. */
+ * FL_OK when it answered 101 (the handlers run, on_close exactly once); FL_EPROTO when it answered
+ * with one of those errors (the handlers never run: arg is still the caller's); FL_EINVAL for bad
+ * arguments, FL_ESTATE when the request had already been answered. */
 int fl_ws_accept(fl_http_req_t *req, const fl_ws_opts_t *opts, const fl_ws_handlers_t *h, void *arg);
 /* A text message (copied). FL_EFULL past max_output (nothing queued), FL_ESTATE once closing or
  * before on_open, FL_ENOMEM. */

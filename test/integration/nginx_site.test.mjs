@@ -134,9 +134,12 @@ after(async () => {
         env.nginx.kill('SIGQUIT');
         await withTimeout(exited, 10_000, 'nginx to stop');
     }
-    await env.srv?.stop();
-    await env.db?.drop();
-    if (env.dir) rmSync(env.dir, { recursive: true, force: true });
+    try {
+        await env.srv?.stop(); // asserts exit status 0 (and, under ASan, no leak)
+    } finally {
+        await env.db?.drop();
+        if (env.dir) rmSync(env.dir, { recursive: true, force: true });
+    }
 });
 
 /** One request through nginx (HTTPS unless tls is false; the test certificate is self-signed). */

@@ -117,6 +117,18 @@ static const fl_ws_handlers_t echo_handlers = {
     .on_open = on_open, .on_message = on_message, .on_drain = on_drain, .on_close = on_close};
 
 /* /ws/echo?idle=MS: echoes text; "query", "bye" and "flood" are commands (see on_message). */
+/* Answers an upgrade: 101 (FL_OK), or refused with an error status (FL_EPROTO), which the client
+ * side of each case checks; anything else is a bug. */
+static atomic_int accept_rc, accept_calls; /* the last fl_ws_accept's result, and how many so far */
+
+static void accept_or_refuse(fl_http_req_t *req, const fl_ws_opts_t *o, const fl_ws_handlers_t *h)
+{
+    int rc = fl_ws_accept(req, o, h, NULL);
+    assert_true(rc == FL_OK || rc == FL_EPROTO);
+    atomic_store(&accept_rc, rc);
+    atomic_fetch_add(&accept_calls, 1);
+}
+
 static void h_ws_echo(fl_http_req_t *req, void *arg)
 {
     (void)arg;
@@ -125,7 +137,7 @@ static void h_ws_echo(fl_http_req_t *req, void *arg)
                       .max_output = MAX_OUTPUT,
                       .idle_timeout_ms = idle ? atoi(idle) : 0,
                       .origins = " http://allowed.example , https://also.example"};
-    assert_int_equal(fl_ws_accept(req, &o, &echo_handlers, NULL), FL_OK);
+    accept_or_refuse(req, &o, &echo_handlers);
 }
 
 /* /ws/same: the default Origin policy (same origin). */
@@ -133,7 +145,7 @@ static void h_ws_same(fl_http_req_t *req, void *arg)
 {
     (void)arg;
     fl_ws_opts_t o = {.max_message = MAX_MESSAGE, .max_output = MAX_OUTPUT};
-    assert_int_equal(fl_ws_accept(req, &o, &echo_handlers, NULL), FL_OK);
+    accept_or_refuse(req, &o, &echo_handlers);
 }
 
 /* /ws/shared: each connection gets the same frame, shared, when it opens. */
@@ -152,7 +164,7 @@ static void h_ws_shared(fl_http_req_t *req, void *arg)
 {
     (void)arg;
     fl_ws_opts_t o = {.max_message = MAX_MESSAGE, .max_output = MAX_OUTPUT, .origins = "*"};
-    assert_int_equal(fl_ws_accept(req, &o, &shared_handlers, NULL), FL_OK);
+    accept_or_refuse(req, &o, &shared_handlers);
 }
 
 /* /ws/slow: accepts 100 ms later, from a timer, as a handler that checks a token first would. */
@@ -167,7 +179,7 @@ static void slow_fire(evutil_socket_t fd, short what, void *arg)
     (void)what;
     slow_t *s = arg;
     fl_ws_opts_t o = {.max_message = MAX_MESSAGE, .max_output = MAX_OUTPUT, .origins = "*"};
-    fl_ws_accept(s->req, &o, &echo_handlers, NULL);
+    accept_or_refuse(s->req, &o, &echo_handlers);
     event_free(s->ev);
     free(s);
 }
@@ -419,11 +431,17 @@ static int origin_status(const char *path, const char *origin)
     char header[160] = "";
     if (origin)
         snprintf(header, sizeof(header), "Origin: %s\r\n", origin);
+    int calls = atomic_load(&accept_calls);
     client_t *c = client_open();
     resp_t r;
     handshake(c, path, header, &r);
     if (r.status != 101)
         assert_error(&r, 403, "forbidden_origin");
+    /* and the caller was told which: FL_OK only for a 101 (a refused caller keeps its arg) */
+    for (int i = 0; i < 1000 && atomic_load(&accept_calls) == calls; i++)
+        usleep(1000);
+    assert_int_equal(atomic_load(&accept_calls), calls + 1);
+    assert_int_equal(atomic_load(&accept_rc), r.status == 101 ? FL_OK : FL_EPROTO);
     client_close(c);
     return r.status;
 }
