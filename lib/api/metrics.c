@@ -173,12 +173,11 @@ static void write_live(fl_strbuf_t *b)
 /* ---- the supervision tree ---- */
 
 typedef struct {
-    long trackers, mailbox_sum, mailbox_max, restarts;
+    long trackers, mailbox_sum, mailbox_max;
 } tree_sums_t;
 
 static void walk_tree(const json_t *node, tree_sums_t *t)
 {
-    t->restarts += (long)json_integer_value(json_object_get(node, "restarts"));
     const char *id = json_string_value(json_object_get(node, "id"));
     const char *status = json_string_value(json_object_get(node, "status"));
     if (id && strncmp(id, "tracker:", 8) == 0 && status && strcmp(status, "running") == 0) {
@@ -205,8 +204,8 @@ static void write_tree(fl_strbuf_t *b, fl_api_t *api)
         walk_tree(tree, &t);
     json_decref(tree);
     gauge(b, "fleetd_tree_up", "1 while the supervision tree runs.", tree ? 1 : 0);
-    counter(b, "fleetd_supervisor_restarts_total",
-            "Restarts of the tree's children by their supervisors, summed over the children present.", (double)t.restarts);
+    counter(b, "fleetd_supervisor_restarts_total", "Restarts of children by their supervisors since fleetd started.",
+            (double)fl_tree_restarts_total());
     gauge(b, "fleetd_trackers", "Fleet trackers running.", (double)t.trackers);
     gauge(b, "fleetd_tracker_mailbox_messages", "Messages waiting in the trackers' mailboxes, summed.", (double)t.mailbox_sum);
     gauge(b, "fleetd_tracker_mailbox_messages_max", "Messages waiting in the fullest tracker mailbox.", (double)t.mailbox_max);

@@ -219,6 +219,8 @@ struct json_t *fl_tree_json(fl_actor_t *root);
  * the error that stopped the restart. On a shard thread. */
 int fl_tree_restart(fl_actor_t *root, const char *id, fl_reply_fn cb, void *arg);
 int fl_tree_restart_wait(fl_actor_t *root, const char *id, int timeout_ms);
+/* Restarts by any supervisor since the process started (never goes down). Any thread. */
+uint64_t fl_tree_restarts_total(void);
 
 /* ---- registry -----------------------------------------------------------------------------------
  * Actors by name, from any shard. A name maps to one live actor; it is released when the actor

@@ -2,6 +2,7 @@
 #include "tree_internal.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <string.h>
 
 static pthread_rwlock_t tree_lock = PTHREAD_RWLOCK_INITIALIZER;
@@ -173,8 +174,18 @@ void fl_tree_record_crash(fl_tree_node_t *node, int i, const char *reason)
     pthread_rwlock_unlock(&tree_lock);
 }
 
+/* Every restart since the process started, for /metrics: a counter must never go down, and the
+ * per-child counts go away with their children (a tracker that stops). */
+static atomic_uint_fast64_t restarts_total;
+
+uint64_t fl_tree_restarts_total(void)
+{
+    return atomic_load_explicit(&restarts_total, memory_order_relaxed);
+}
+
 void fl_tree_note_restart(fl_tree_node_t *node, int i)
 {
+    atomic_fetch_add_explicit(&restarts_total, 1, memory_order_relaxed);
     pthread_rwlock_wrlock(&tree_lock);
     node->children[i].restarts++;
     node->children[i].status = FL_TREE_RESTARTING;

@@ -11,6 +11,7 @@ import {
     get,
     migrate,
     postSigned,
+    request,
     runFleetdOk,
     startFleetd,
     TEST_TIMEOUT_MS,
@@ -133,6 +134,18 @@ test('GET /metrics: requests, ingest, trackers, jobs and the process, valid for 
     const check = await promtool(text);
     assert.equal(check.code, 0, `promtool check metrics:\n${check.out}\n${text}`);
     assert.equal(check.out.trim(), '', `promtool has no complaint: ${check.out}`);
+});
+
+test('fleetd_supervisor_restarts_total counts a drill, and keeps counting it after the tracker stops', opts, async (t) => {
+    const { srv, secret, admin } = await setup(t, { FLEETD_TRACKER_IDLE_TIMEOUT: '1s' });
+    const res = await postSigned(srv.port, { partner: 'acme', secret, body: { fixes: [fix('truck-1')] } });
+    assert.equal(res.status, 202, res.text);
+    const drill = await request(srv.port, { method: 'POST', path: '/admin/tree/tracker:harbor-1/restart', headers: { 'Content-Length': '0', Authorization: `Bearer ${admin}` } });
+    assert.equal(drill.status, 200, drill.text);
+    assert.equal((await scrape(srv.port)).m.get('fleetd_supervisor_restarts_total'), 1);
+    // idle for a second, the tracker stops and leaves the tree; the counter must not go down
+    await waitFor(async () => ((await scrape(srv.port)).m.get('fleetd_trackers') ?? 1) === 0, { what: 'the idle tracker to stop', timeoutMs: 15_000 });
+    assert.equal((await scrape(srv.port)).m.get('fleetd_supervisor_restarts_total'), 1);
 });
 
 test('FLEETD_METRICS_ACCESS=token: 401 without a token, 403 for one that is not admin, 200 for admin', opts, async (t) => {
