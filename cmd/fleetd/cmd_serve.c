@@ -337,6 +337,9 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
         runtime_error("cannot set up the daemon: %s", fl_strerror(rc));
         goto out;
     }
+    /* Paused before the listeners exist, so that no shard accepts before the endpoint (last in the
+     * tree) opens them: connections already waiting (socket activation) wait for the tree too. */
+    fl_http_server_pause(d.http);
     int inherited = svc_listen_fd();
     if (inherited == -2) {
         exit_code = usage_error("systemd passed more than one listening socket; fleetd listens on one (ListenStream=)");
@@ -357,7 +360,6 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
             runtime_error("cannot listen on %s (see the log line above)", cfg->listen);
         goto out;
     }
-    fl_http_server_pause(d.http); /* the endpoint, last in the tree, opens it */
     if ((rc = fl_runtime_start(d.rt)) != FL_OK) {
         runtime_error("cannot start the event loops: %s", fl_strerror(rc));
         goto out;

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #define MAX_CHANNELS    64 /* fleet channels one socket may join */
+#define MAX_JOINING     4  /* joins of one socket waiting for their token check or tracker */
 #define JOIN_TIMEOUT_MS 5000
 
 typedef struct sock sock_t;
@@ -42,6 +43,7 @@ struct sock {
     int refs; /* the connection, and each asynchronous step in flight */
     bool closed;
     bool rechecking;                  /* a heartbeat's token check is in flight */
+    int joining;                      /* joins in flight (each may hold a request in a tracker's mailbox) */
     char token[FL_API_TOKEN_LEN + 1]; /* "" without one */
     channel_t *channels;
     int nchannels;
@@ -180,6 +182,7 @@ static channel_t *join_channel(join_t *j)
 
 static void join_free(join_t *j)
 {
+    j->sock->joining--;
     sock_unref(j->sock);
     fl_free(j);
 }
@@ -324,6 +327,12 @@ static void handle_join(sock_t *s, const char *join_ref, const char *ref, const 
         reply_error(s, join_ref, ref, topic, "invalid last_seq");
         return;
     }
+    if (s->joining >= MAX_JOINING) {
+        /* a join replaced at once still has its tracker request queued: bound what one socket
+         * can put in a fleet's mailbox, where ingest needs room */
+        reply_error(s, join_ref, ref, topic, "too many joins in flight");
+        return;
+    }
     channel_t *old = find_channel(s, topic);
     if (old) {
         /* as Phoenix does: a second join of a topic replaces the first, which is closed */
@@ -357,6 +366,7 @@ static void handle_join(sock_t *s, const char *join_ref, const char *ref, const 
     snprintf(j->topic, sizeof(j->topic), "%s", topic);
     snprintf(j->ref, sizeof(j->ref), "%s", ref ? ref : "");
     s->refs++;
+    s->joining++;
     if (!s->token[0]) {
         on_token(FL_ENOTFOUND, NULL, j);
         return;

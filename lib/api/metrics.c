@@ -21,10 +21,9 @@
 static const char jobs_sql[] =
     "SELECT queue, state::text, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state LIMIT 256";
 
-/* The ingest refusals, as lib/api/ingest.c names them. */
-static const char *const ingest_reasons[] = {
-    "invalid_json", "invalid_payload", "invalid_signature", "timestamp_out_of_range", "fleet_not_allowed",
-    "invalid_fix",  "rate_limited",    "unavailable",       "payload_too_large",      "unsupported_media_type"};
+/* The ingest refusals, as lib/api/ingest.c names them (413 and 415 come from the HTTP layer). */
+static const char *const ingest_reasons[] = {"invalid_json",      "invalid_payload", "invalid_signature", "timestamp_out_of_range",
+                                             "fleet_not_allowed", "invalid_fix",     "rate_limited",      "unavailable"};
 
 typedef struct {
     char queue[65];

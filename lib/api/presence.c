@@ -275,15 +275,11 @@ int fl_presence_leave(fl_presence_t *p, const char *fleet_id, const char *ref)
     watchers_t *w = fl_map_get(p->fleets, fleet_id);
     entry_t *found = w ? unlink_ref(&w->head, ref) : NULL;
     if (found) {
-        entry_t *unsent = unlink_ref(&w->joined, ref);
-        if (unsent) {
-            list_free(unsent); /* joined and left within one batch: nobody needs to hear of it */
-            list_free(found);
-        } else {
-            found->next = w->left;
-            w->left = found;
-            schedule(p, w, fleet_id);
-        }
+        /* Told even when its join is still in this batch: a watcher who joined meanwhile got a
+         * presence_state that names it. A diff's joins apply before its leaves, so others net out. */
+        found->next = w->left;
+        w->left = found;
+        schedule(p, w, fleet_id);
         if (w->head == NULL && w->joined == NULL && w->left == NULL && !w->flush_scheduled)
             watchers_free(fl_map_remove(p->fleets, fleet_id));
     }

@@ -190,6 +190,12 @@ static void on_taken_over(fl_shard_t *shard, int fd, struct evbuffer *leftover, 
             (*head)->prev = s;
         *head = s;
     }
+    if (atomic_load(&s->api->draining)) {
+        /* started while fleetd drains, after this shard closed its streams: close it now too */
+        fl_stream_close(s->stream);
+        sse_unref(s);
+        return;
+    }
     live_target_t target = {.kind = LIVE_SSE, .conn = s->stream, .low_water = SSE_OUTPUT_MAX / 4, .lost = on_lost, .arg = s};
     s->keepalive = event_new(fl_shard_base(shard), -1, EV_PERSIST, on_keepalive, s);
     struct timeval tv = {KEEPALIVE_MS / 1000, (KEEPALIVE_MS % 1000) * 1000};
@@ -227,7 +233,7 @@ static void on_exists(int status, fl_blob_t *json, uint64_t seq, void *arg)
         fl_http_respond_error(req, 503, "unavailable", "the fleet cannot be loaded now; retry shortly");
     } else {
         sse_t *s = fl_calloc(1, sizeof(*s));
-        char head[256];
+        char head[512]; /* the fixed part and a request id of up to 128 bytes */
         snprintf(head, sizeof(head),
                  "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n"
                  "X-Accel-Buffering: no\r\nX-Request-Id: %s\r\n\r\nretry: 2000\n\n",

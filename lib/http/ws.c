@@ -612,7 +612,7 @@ int fl_ws_accept(fl_http_req_t *req, const fl_ws_opts_t *opts, const fl_ws_handl
     if (!origin_allowed(opts->origins, fl_http_req_header(req, "Origin"), fl_http_req_header(req, "Host")))
         return refuse(req, 403, "forbidden_origin", "WebSocket connections from this Origin are not allowed");
 
-    char accept[29], head[256];
+    char accept[29], head[512]; /* the fixed part and a request id of up to 128 bytes */
     fl_ws_t *ws = ws_new(fl_http_req_shard(req), fl_http_req_server(req), opts, h, arg);
     if (ws == NULL || !accept_value(key, accept) || keep_query(ws, fl_http_req_query_string(req)) != FL_OK) {
         if (ws)

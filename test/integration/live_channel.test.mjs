@@ -258,6 +258,40 @@ test('Presence diffs are batched: ten watchers joining at once reach an observer
     assert.ok(diffs < 10, `${diffs} diffs for 10 joins`);
 });
 
+test('Presence: a watcher that joins and leaves within one batch is still reported gone to one that saw it', opts, async (t) => {
+    const env = await setup(t);
+    const a = await rawSocket(env, `vsn=2.0.0&token=${env.tokens.anna}`);
+    const b = await rawSocket(env, `vsn=2.0.0&token=${env.tokens.bo}`);
+    t.after(() => [a, b].forEach((s) => s.ws.terminate()));
+    a.send(['1', '1', 'fleet:harbor-1', 'phx_join', {}]);
+    await a.next((f) => f[1] === '1', 'a joined');
+    b.send(['1', '1', 'fleet:harbor-1', 'phx_join', {}]);
+    await b.next((f) => f[1] === '1', 'b joined');
+    const state = await b.next((f) => f[3] === 'presence_state', "b's presence_state");
+    const annaRefs = (state[4].anna?.metas ?? []).map((m) => m.phx_ref);
+    assert.equal(annaRefs.length, 1, `b sees anna watching: ${JSON.stringify(state[4])}`);
+    a.ws.close(); // most likely within the same 100 ms batch as both joins
+    await waitFor(
+        () => b.frames.some((f) => f[3] === 'presence_diff' && (f[4].leaves.anna?.metas ?? []).some((m) => m.phx_ref === annaRefs[0])),
+        { what: "a presence_diff telling b that anna's connection left" },
+    );
+});
+
+test('a client X-Request-Id of 128 characters is echoed on the 101 whole (the handshake still completes)', opts, async (t) => {
+    const env = await setup(t);
+    const id = 'r'.repeat(128);
+    const ws = new WebSocket(`ws://127.0.0.1:${env.srv.port}/socket/websocket?vsn=2.0.0&token=${env.tokens.anna}`, { headers: { 'X-Request-Id': id } });
+    t.after(() => ws.terminate());
+    const upgraded = new Promise((resolve, reject) => {
+        ws.once('upgrade', resolve);
+        ws.once('error', reject);
+    });
+    const opened = new Promise((resolve) => ws.once('open', resolve));
+    const res = await withTimeout(upgraded, 5000, 'the upgrade');
+    assert.equal(res.headers['x-request-id'], id);
+    await withTimeout(opened, 5000, 'open');
+});
+
 /** A raw WebSocket (the `ws` package) speaking the v2 serializer by hand. */
 async function rawSocket(env, query) {
     const ws = new WebSocket(`ws://127.0.0.1:${env.srv.port}/socket/websocket?${query}`);

@@ -144,3 +144,14 @@ test('SSE refusals: 401 without or with a bad token, 404 for a fleet the token m
     res = await get(env.srv.port, path, { Authorization: `Bearer ${env.token}`, 'Last-Event-ID': 'abc' });
     assertJsonError(res, 400, 'invalid_last_event_id');
 });
+
+test('SSE: a client X-Request-Id of 128 characters is echoed whole and the stream starts', opts, async (t) => {
+    const env = await setup(t);
+    const id = 's'.repeat(128);
+    const s = await openStream(env.srv.port, '/api/v1/fleets/harbor-1/events', { Authorization: `Bearer ${env.token}`, 'X-Request-Id': id });
+    t.after(() => s.close());
+    assert.equal(s.res.statusCode, 200);
+    assert.equal(s.res.headers['x-request-id'], id);
+    await waitFor(() => s.events.length >= 1, { what: 'the snapshot event' });
+    assert.equal(s.events[0].event, 'snapshot');
+});
