@@ -349,7 +349,10 @@ static int run(const command_t *cmd, fl_config_t *cfg, int argc, char **argv)
         /* socket activation: the socket (and connections waiting in it) outlive this process, so a
          * restart refuses nobody; FLEETD_LISTEN is not used */
         if ((rc = fl_http_server_listen_fd(d.http, d.rt, inherited, bound, sizeof(bound))) != FL_OK) {
-            runtime_error("cannot listen on the socket systemd passed: %s", fl_strerror(rc));
+            if (rc == FL_EINVAL)
+                exit_code = usage_error("the socket systemd passed is not a TCP stream socket (ListenStream=HOST:PORT)");
+            else
+                runtime_error("cannot listen on the socket systemd passed: %s", fl_strerror(rc));
             goto out;
         }
         close(inherited); /* every shard has its own copy */

@@ -209,6 +209,8 @@ static void track_presence(join_t *j, channel_t *c)
     if (subscribe(c, true, &c->presence) != FL_OK ||
         fl_presence_join(s->api->presence, fleet_of(c), j->key, c->presence_ref, &state) != FL_OK) {
         fl_log(FL_LOG_WARN, "live.presence_failed", FL_MSG("could not track a watcher's presence"), FL_STR("fleet", fleet_of(c)));
+        fl_live_unsubscribe(c->presence); /* no diffs without a presence_state: the client would hold them forever */
+        c->presence = NULL;
         return; /* positions still flow; only the watcher list misses this one */
     }
     fl_live_release(c->presence, 0);

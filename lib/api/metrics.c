@@ -280,9 +280,10 @@ static long long rss_bytes(void)
  * clock ticks after boot (field 22 of /proc/self/stat). */
 static double start_time(void)
 {
-    static double cached;
-    if (cached > 0)
-        return cached;
+    static _Atomic double cached; /* shards may scrape at once: each computes the same value */
+    double known = atomic_load(&cached);
+    if (known > 0)
+        return known;
     long long btime = -1;
     unsigned long long ticks = 0;
     char line[1024];
@@ -307,8 +308,9 @@ static double start_time(void)
     long hz = sysconf(_SC_CLK_TCK);
     if (btime < 0 || !ok || hz <= 0)
         return -1;
-    cached = (double)btime + (double)ticks / (double)hz;
-    return cached;
+    known = (double)btime + (double)ticks / (double)hz;
+    atomic_store(&cached, known);
+    return known;
 }
 
 static void write_process(fl_strbuf_t *b)

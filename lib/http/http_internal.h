@@ -104,6 +104,9 @@ typedef struct {
 /* Counts an answered request of c's shard (status, and its duration from the first byte). */
 struct http_conn;
 void stats_count(struct http_conn *c, const fl_http_req_t *req, int status);
+/* A connection refused with the canned 503 at max_connections: counted as unmatched, 503. */
+struct http_shard;
+void stats_count_refused(struct http_shard *hs);
 
 /* ---- request: parse state and the parsed request ------------------------------------------ */
 

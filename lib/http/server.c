@@ -183,6 +183,7 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
         }
         if (!take_slot(srv)) {
             conn_refuse(fd);
+            stats_count_refused(hs);
             hs->refused++;
             int64_t now = fl_now_mono_ms();
             if (now - hs->last_refuse_log >= LIMIT_LOG_INTERVAL_MS) {
@@ -226,8 +227,9 @@ static int listen_on(fl_http_server_t *srv, fl_runtime_t *rt, const char *addr, 
         int type = 0;
         socklen_t tl = sizeof(type);
         if (getsockopt(inherited, SOL_SOCKET, SO_TYPE, &type, &tl) != 0 || type != SOCK_STREAM ||
-            getsockname(inherited, (struct sockaddr *)&ss, &sslen) != 0 || fcntl(inherited, F_SETFL, O_NONBLOCK) != 0)
-            return FL_EINVAL;
+            getsockname(inherited, (struct sockaddr *)&ss, &sslen) != 0 || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) ||
+            fcntl(inherited, F_SETFL, O_NONBLOCK) != 0)
+            return FL_EINVAL; /* a TCP socket (IPv4 or IPv6) only: peers are addresses (loopback rules, logs) */
         addr = "inherited socket";
     } else {
         char host[256], port[8];

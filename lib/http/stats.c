@@ -61,6 +61,16 @@ void stats_count(http_conn_t *c, const fl_http_req_t *req, int status)
     bump(&st->sum_ns, (uint64_t)ns);
 }
 
+void stats_count_refused(struct http_shard *hs)
+{
+    route_stats_t *all = hs->stats;
+    if (all == NULL)
+        return;
+    route_stats_t *st = &all[router_count(hs->srv->router)]; /* no route read it: "unmatched" */
+    bump(&st->codes[status_slot(503)], 1);
+    bump(&st->buckets[0], 1);
+}
+
 void fl_http_server_stats(const fl_http_server_t *srv, void (*fn)(const fl_http_route_stats_t *st, void *arg), void *arg)
 {
     if (srv == NULL || !srv->listening)

@@ -51,6 +51,11 @@ test('past FLEETD_MAX_CONNECTIONS a new connection gets 503 unavailable with Ret
 
     // The held connections are unaffected.
     for (const conn of held) assert.equal((await conn.request({ path: '/health' })).status, 200);
+    // and the refusal is counted where the 5xx alerts look
+    const metrics = await held[0].request({ path: '/metrics' });
+    assert.equal(metrics.status, 200);
+    const refused = /^fleetd_http_requests_total\{route="unmatched",code="503"\} (\d+)$/m.exec(metrics.text);
+    assert.ok(refused && Number(refused[1]) >= 1, `the 503 is in /metrics: ${refused?.[0]}`);
 
     // Closing one frees a slot: a new connection is served again (fleetd notices the close promptly).
     held.pop().destroy();
