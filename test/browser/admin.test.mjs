@@ -8,15 +8,21 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { test } from 'node:test';
 import { makeUntil, openBrowser } from './lib/browser.mjs';
-import { createDatabase, describeRun, get, migrate, postSigned, runFleetd, startFleetd, TEST_TIMEOUT_MS, waitFor } from '../integration/lib/harness.mjs';
+import {
+    createDatabase,
+    get,
+    migrate,
+    postSigned,
+    runFleetdOk,
+    startFleetd,
+    TEST_TIMEOUT_MS,
+    waitFor,
+} from '../integration/lib/harness.mjs';
 
 const MASTER_KEY = randomBytes(32).toString('hex');
 
-async function cli(db, args) {
-    const run = await runFleetd(args, { databaseUrl: db.url, env: { FLEETD_MASTER_KEY: MASTER_KEY } });
-    assert.equal(run.code, 0, describeRun(run));
-    return run.stdout.trim();
-}
+/** `fleetd ARGS` against db with this file's master key; its stdout (a secret, a token). */
+const cli = (db, args) => runFleetdOk(args, { databaseUrl: db.url, env: { FLEETD_MASTER_KEY: MASTER_KEY } });
 
 const until = makeUntil(
     () => ({

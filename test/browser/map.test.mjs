@@ -8,11 +8,10 @@ import { test } from 'node:test';
 import { makeUntil, openBrowser } from './lib/browser.mjs';
 import {
     createDatabase,
-    describeRun,
     get,
     migrate,
     postSigned,
-    runFleetd,
+    runFleetdOk,
     startFleetd,
     TEST_TIMEOUT_MS,
     waitFor,
@@ -22,11 +21,8 @@ const MASTER_KEY = randomBytes(32).toString('hex');
 const A = { lat: 59.3293, lng: 18.0686 };
 const B = { lat: 59.3381, lng: 18.0812 };
 
-async function cli(db, args) {
-    const run = await runFleetd(args, { databaseUrl: db.url, env: { FLEETD_MASTER_KEY: MASTER_KEY } });
-    assert.equal(run.code, 0, describeRun(run));
-    return run.stdout.trim();
-}
+/** `fleetd ARGS` against db with this file's master key; its stdout (a secret, a token). */
+const cli = (db, args) => runFleetdOk(args, { databaseUrl: db.url, env: { FLEETD_MASTER_KEY: MASTER_KEY } });
 
 /** Where the page has truck-17: Leaflet's lat/lng and its projected point, and the marker element's centre. */
 async function markerOf(page, id) {

@@ -9,11 +9,10 @@ import { Presence, Socket } from 'phoenix';
 import WebSocket from 'ws';
 import {
     createDatabase,
-    describeRun,
     get,
     migrate,
     postSigned,
-    runFleetd,
+    runFleetdOk,
     startFleetd,
     TEST_TIMEOUT_MS,
     waitFor,
@@ -23,11 +22,8 @@ import {
 const opts = { timeout: TEST_TIMEOUT_MS };
 const MASTER_KEY = randomBytes(32).toString('hex');
 
-async function cli(db, args) {
-    const run = await runFleetd(args, { databaseUrl: db.url, env: { FLEETD_MASTER_KEY: MASTER_KEY } });
-    assert.equal(run.code, 0, describeRun(run));
-    return run.stdout.trim();
-}
+/** `fleetd ARGS` against db with this file's master key; its stdout (a secret, a token). */
+const cli = (db, args) => runFleetdOk(args, { databaseUrl: db.url, env: { FLEETD_MASTER_KEY: MASTER_KEY } });
 
 /** Fleets harbor-1 and harbor-2, partner acme writing both, tokens, and a running fleetd. */
 async function setup(t, env = {}) {

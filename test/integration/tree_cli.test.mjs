@@ -13,6 +13,7 @@ import {
     migrate,
     postSigned,
     runFleetd,
+    runFleetdOk,
     startFleetd,
     TEST_TIMEOUT_MS,
     waitFor,
@@ -22,11 +23,8 @@ const opts = { timeout: TEST_TIMEOUT_MS };
 const MASTER_KEY = randomBytes(32).toString('hex');
 const ANSI = /\x1b\[/;
 
-async function cli(db, args) {
-    const run = await runFleetd(args, { databaseUrl: db.url, env: { FLEETD_MASTER_KEY: MASTER_KEY } });
-    assert.equal(run.code, 0, describeRun(run));
-    return run.stdout.trim();
-}
+/** `fleetd ARGS` against db with this file's master key; its stdout (a secret, a token). */
+const cli = (db, args) => runFleetdOk(args, { databaseUrl: db.url, env: { FLEETD_MASTER_KEY: MASTER_KEY } });
 
 /**
  * A migrated database with `fleets` fleets (harbor-1 ...), partner acme writing all of them, an admin
